@@ -1,0 +1,158 @@
+"""LLM backbones (Hugging Face causal LMs) with a small registry, plus their tokenizers.
+
+Real entries load pretrained weights from the Hugging Face cache; every entry also records its
+architecture so parameter counts (and tiny random models) need no download. ``tiny-*`` entries are
+random models sized for tests that use a real 32000-piece SentencePiece Llama tokenizer which
+ships inside the ``mistral-common`` wheel.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+PAD_TOKEN = "<PAD>"
+PAD_TO_MULTIPLE_OF = 64  # Prismatic pads the embedding matrix (32001 -> 32064 for Llama-2)
+
+_LLAMA2_7B = dict(
+    model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
+)
+_QWEN25_05B = dict(
+    model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+    num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
+    rope_theta=1000000.0, tie_word_embeddings=True,
+)
+_TINY_LLAMA = dict(
+    model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-5,
+)
+_TINY_QWEN = dict(_QWEN25_05B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """Where a backbone's weights/tokenizer come from and what its architecture is."""
+
+    hf_id: str | None  # None: random weights only (tiny models)
+    architecture: dict
+    tokenizer: str  # HF repo id, or "mistral-sp" for the offline SentencePiece Llama tokenizer
+    space_token: str = "▁"  # the "empty" token OpenVLA appends to prompts at inference
+    extra: dict = field(default_factory=dict)
+
+
+LLM_BACKBONES: dict[str, LLMSpec] = {
+    "llama2-7b": LLMSpec("meta-llama/Llama-2-7b-hf", _LLAMA2_7B, "meta-llama/Llama-2-7b-hf"),
+    "vicuna-v15-7b": LLMSpec("lmsys/vicuna-7b-v1.5", _LLAMA2_7B, "lmsys/vicuna-7b-v1.5"),
+    "qwen25-0_5b": LLMSpec("Qwen/Qwen2.5-0.5B", _QWEN25_05B, "Qwen/Qwen2.5-0.5B", space_token="Ġ"),
+    "tiny-llama": LLMSpec(None, _TINY_LLAMA, "mistral-sp"),
+    "tiny-qwen": LLMSpec(None, _TINY_QWEN, "Qwen/Qwen2.5-0.5B", space_token="Ġ"),
+}
+
+
+def get_llm_spec(name: str) -> LLMSpec:
+    if name not in LLM_BACKBONES:
+        raise ValueError(f"Unknown LLM backbone {name!r}; registered: {sorted(LLM_BACKBONES)}")
+    return LLM_BACKBONES[name]
+
+
+def _offline_llama_tokenizer() -> PreTrainedTokenizerBase:
+    """The SentencePiece tokenizer shipped in mistral-common, converted once and cached on disk."""
+    import mistral_common
+
+    cache = Path(os.environ.get("VLA_CACHE", Path.home() / ".cache" / "vla")) / "tokenizers" / "mistral-sp-v1"
+    if not (cache / "tokenizer.json").exists():
+        from transformers import LlamaTokenizer
+
+        source = cache.parent / "mistral-sp-v1.src"
+        source.mkdir(parents=True, exist_ok=True)
+        model_file = source / "tokenizer.model"
+        if not model_file.exists():
+            model_file.write_bytes((Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1").read_bytes())
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        LlamaTokenizer.from_pretrained(str(source)).save_pretrained(str(tmp))
+        if not cache.exists():  # another process may have finished first
+            os.replace(tmp, cache)
+    return AutoTokenizer.from_pretrained(str(cache))
+
+
+def load_tokenizer(spec: LLMSpec, path: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:
+    """Tokenizer from ``path`` (an exported/checkpoint dir) or from the spec's source."""
+    if path is not None:
+        return AutoTokenizer.from_pretrained(str(path))
+    if spec.tokenizer == "mistral-sp":
+        return _offline_llama_tokenizer()
+    try:
+        return AutoTokenizer.from_pretrained(spec.tokenizer)
+    except Exception as err:
+        raise RuntimeError(
+            f"Could not load tokenizer {spec.tokenizer!r} from the Hugging Face hub/cache. Put it in HF_HOME "
+            "(gated models need an accepted license + token) or use a tiny-* LLM backbone."
+        ) from err
+
+
+class LLMBackbone(nn.Module):
+    """A causal LM (``self.llm``) and its tokenizer, with Prismatic's padding conventions.
+
+    A ``<PAD>`` token is added when the tokenizer has none and the embedding matrix is padded to
+    a multiple of 64. ``base_vocab_size`` (the tokenizer's vocabulary without added tokens) is
+    what the action tokenizer maps onto, as in OpenVLA.
+    """
+
+    def __init__(self, name: str, pretrained: bool = False, tokenizer_path: str | None = None,
+                 attn_implementation: str = "sdpa"):
+        super().__init__()
+        spec = get_llm_spec(name)
+        self.name = name
+        self.spec = spec
+        self.tokenizer = load_tokenizer(spec, tokenizer_path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+        self.base_vocab_size = int(self.tokenizer.vocab_size)
+        self.llm = self._build(spec, pretrained, attn_implementation)
+        self.llm.config.pad_token_id = self.tokenizer.pad_token_id
+        if self.llm.get_input_embeddings().num_embeddings < len(self.tokenizer):
+            self.llm.resize_token_embeddings(len(self.tokenizer), pad_to_multiple_of=PAD_TO_MULTIPLE_OF, mean_resizing=False)
+        self.embed_dim = self.llm.config.hidden_size
+        bos = self.tokenizer.bos_token_id
+        self.bos_token_id = int(bos if bos is not None else self.tokenizer.eos_token_id)
+        self.eos_token_id = int(self.tokenizer.eos_token_id)
+        self.space_token_id = int(self.tokenizer.convert_tokens_to_ids(spec.space_token))
+
+    @staticmethod
+    def architecture_config(spec: LLMSpec, tokenizer_len: int | None = None):
+        arch = dict(spec.architecture)
+        if tokenizer_len is not None and arch["vocab_size"] < tokenizer_len:
+            multiple = PAD_TO_MULTIPLE_OF
+            arch["vocab_size"] = (tokenizer_len + multiple - 1) // multiple * multiple
+        return AutoConfig.for_model(**arch)
+
+    def _build(self, spec: LLMSpec, pretrained: bool, attn_implementation: str) -> nn.Module:
+        if not pretrained:
+            config = self.architecture_config(spec, len(self.tokenizer))
+            return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+        if spec.hf_id is None:
+            raise ValueError(f"LLM backbone {self.name!r} has no pretrained weights; set pretrained: false")
+        try:
+            return AutoModelForCausalLM.from_pretrained(spec.hf_id, torch_dtype=torch.float32, attn_implementation=attn_implementation)
+        except Exception as err:
+            raise RuntimeError(
+                f"Could not load pretrained LLM weights {spec.hf_id!r} from the Hugging Face hub/cache. Put them in HF_HOME "
+                "(gated models need an accepted license + token) or set `pretrained: false`."
+            ) from err
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The transformer blocks (the last one is what the sandwich/last-layer stages train)."""
+        return self.llm.model.layers
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(input_ids)
+
+    def forward(self, **kwargs):
+        return self.llm(**kwargs)

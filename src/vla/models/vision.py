@@ -1,0 +1,161 @@
+"""Vision backbones (timm ViTs) with a small registry, and their image preprocessing.
+
+Each backbone returns *patch* features from the second-to-last transformer block (prefix tokens
+removed), as Prismatic/OpenVLA do. The fused ``dinosiglip`` backbone runs DINOv2 and SigLIP on the
+same image (each with its own mean/std) and concatenates their features per patch.
+``tiny-*`` variants use the same timm architectures with a few small blocks, for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from torch import nn
+
+DINOV2_L = "vit_large_patch14_reg4_dinov2.lvd142m"
+SIGLIP_SO400M = "vit_so400m_patch14_siglip_224"
+IN1K_L = "vit_large_patch16_224.augreg_in21k_ft_in1k"
+_TINY = {"embed_dim": 32, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0}
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """Which timm models make up a backbone (fused backbones list two)."""
+
+    timm_ids: tuple[str, ...]
+    image_size: int = 224
+    overrides: dict = field(default_factory=dict)  # architecture kwargs (tiny variants)
+
+
+VISION_BACKBONES: dict[str, VisionSpec] = {
+    "dinov2-224px": VisionSpec((DINOV2_L,)),
+    "siglip-224px": VisionSpec((SIGLIP_SO400M,)),
+    "in1k-224px": VisionSpec((IN1K_L,)),
+    "dinosiglip-224px": VisionSpec((DINOV2_L, SIGLIP_SO400M)),
+    "tiny-dinov2-224px": VisionSpec((DINOV2_L,), overrides=_TINY),
+    "tiny-siglip-224px": VisionSpec((SIGLIP_SO400M,), overrides=_TINY),
+    "tiny-in1k-224px": VisionSpec((IN1K_L,), overrides=_TINY),
+    "tiny-dinosiglip-224px": VisionSpec((DINOV2_L, SIGLIP_SO400M), overrides=_TINY),
+}
+RESIZE_STRATEGIES = ("resize-naive", "letterbox")
+
+
+def get_vision_spec(name: str) -> VisionSpec:
+    if name not in VISION_BACKBONES:
+        raise ValueError(f"Unknown vision backbone {name!r}; registered: {sorted(VISION_BACKBONES)}")
+    return VISION_BACKBONES[name]
+
+
+def as_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Validate an RGB image (PIL or HxWx3 uint8 array) and return it as a uint8 array."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a PIL image or a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must have dtype uint8, got {image.dtype}")
+    if image.ndim != 3:
+        raise ValueError(f"image must be HxWx3, got shape {image.shape}")
+    if image.shape[-1] != 3:
+        raise ValueError(f"image must have 3 (RGB) channels in the last axis, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image must be non-empty, got shape {image.shape}")
+    return image
+
+
+class ImageTransform:
+    """uint8 RGB image -> float tensor [3 * n_views, S, S], each view normalized with its own stats.
+
+    ``resize-naive`` squashes to S x S; ``letterbox`` first pads to a square filled with the
+    (first view's) mean colour, as Prismatic does. Resizing is bicubic, matching timm's configs.
+    """
+
+    def __init__(self, image_size: int, means: list[tuple[float, ...]], stds: list[tuple[float, ...]], resize_strategy: str = "resize-naive"):
+        if resize_strategy not in RESIZE_STRATEGIES:
+            raise ValueError(f"Unknown resize strategy {resize_strategy!r}; choose one of {RESIZE_STRATEGIES}")
+        self.image_size = int(image_size)
+        self.resize_strategy = resize_strategy
+        self.mean = torch.tensor([c for m in means for c in m], dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor([c for s in stds for c in s], dtype=torch.float32).view(-1, 1, 1)
+        self.n_views = len(means)
+        self.fill = tuple(int(c * 255) for c in means[0])
+
+    def resize(self, image: Image.Image | np.ndarray) -> Image.Image:
+        """Validated, letterboxed (if configured) and resized PIL image."""
+        pil = Image.fromarray(as_rgb_uint8(image))
+        if self.resize_strategy == "letterbox":
+            w, h = pil.size
+            side = max(w, h)
+            canvas = Image.new("RGB", (side, side), self.fill)
+            canvas.paste(pil, ((side - w) // 2, (side - h) // 2))
+            pil = canvas
+        if pil.size != (self.image_size, self.image_size):
+            pil = pil.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        return pil
+
+    def normalize(self, image_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8/float tensor [..., 3, S, S] in 0..255 -> normalized [..., 3 * n_views, S, S]."""
+        x = image_uint8.to(torch.float32) / 255.0
+        x = torch.cat([x] * self.n_views, dim=-3)
+        return (x - self.mean) / self.std
+
+    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        array = np.array(self.resize(image))
+        return self.normalize(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+
+
+class VisionBackbone(nn.Module):
+    """One or two timm ViTs returning per-patch features of shape [B, num_patches, embed_dim].
+
+    Parameter names follow OpenVLA's HF layout: ``featurizer`` and, for fused backbones,
+    ``fused_featurizer``.
+    """
+
+    def __init__(self, name: str, pretrained: bool = False, resize_strategy: str = "resize-naive"):
+        super().__init__()
+        spec = get_vision_spec(name)
+        self.name = name
+        self.image_size = spec.image_size
+        models = [_create_vit(timm_id, pretrained, spec) for timm_id in spec.timm_ids]
+        self.featurizer = models[0]
+        self.fused_featurizer = models[1] if len(models) > 1 else None
+        self.embed_dim = sum(m.embed_dim for m in models)
+        self.num_patches = models[0].patch_embed.num_patches
+        configs = [timm.data.resolve_model_data_config(m) for m in models]
+        self.image_transform = ImageTransform(
+            spec.image_size, [c["mean"] for c in configs], [c["std"] for c in configs], resize_strategy
+        )
+
+    @property
+    def featurizers(self) -> list[nn.Module]:
+        return [m for m in (self.featurizer, self.fused_featurizer) if m is not None]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        expected = 3 * len(self.featurizers)
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != expected:
+            raise ValueError(f"{self.name} expects pixel_values [B, {expected}, H, W], got {tuple(pixel_values.shape)}")
+        views = torch.split(pixel_values, 3, dim=1)
+        features = [_second_to_last_patches(m, v) for m, v in zip(self.featurizers, views)]
+        return torch.cat(features, dim=2)
+
+
+def _second_to_last_patches(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    (patches,) = vit.get_intermediate_layers(images, n={len(vit.blocks) - 2})
+    return patches
+
+
+def _create_vit(timm_id: str, pretrained: bool, spec: VisionSpec) -> nn.Module:
+    kwargs = dict(num_classes=0, img_size=spec.image_size, **spec.overrides)
+    if not pretrained:
+        return timm.create_model(timm_id, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(timm_id, pretrained=True, **kwargs)
+    except Exception as err:  # network, cache or hub errors all mean the same thing to the user
+        raise RuntimeError(
+            f"Could not load pretrained weights for timm model {timm_id!r} (HF hub repo 'timm/{timm_id}'). "
+            "Put them in the Hugging Face cache (HF_HOME) or set `pretrained: false` to start from random weights."
+        ) from err

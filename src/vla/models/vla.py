@@ -1,0 +1,190 @@
+"""The VLA: vision backbone -> projector -> LLM emitting discretized action tokens.
+
+The multimodal sequence is ``[BOS] + projected patches + prompt/action tokens``; patch positions
+never carry labels. ``predict_action`` reproduces OpenVLA's inference: prompt + space token,
+greedy decoding of ``action_dim`` tokens with a KV cache, bin-centre decoding, and
+un-normalization with the dataset statistics stored in the model (``norm_stats``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from vla.data.normalization import unnormalize
+from vla.data.prompt import IGNORE_INDEX, PromptTokenizer, pad_batch
+from vla.models.action_tokenizer import ActionTokenizer
+from vla.models.llm import LLMBackbone
+from vla.models.projectors import build_projector
+from vla.models.vision import VisionBackbone
+
+DEFAULT_ACTION_DIM = 7
+
+
+class VLA(nn.Module):
+    """OpenVLA-style policy. ``norm_stats`` has OpenVLA's ``dataset_statistics.json`` layout."""
+
+    def __init__(
+        self,
+        vision_backbone: VisionBackbone,
+        llm_backbone: LLMBackbone,
+        projector: str = "fused-gelu-mlp",
+        n_action_bins: int = 256,
+        norm_stats: Mapping[str, Any] | None = None,
+        model_id: str | None = None,
+    ):
+        super().__init__()
+        self.vision_backbone = vision_backbone
+        self.llm_backbone = llm_backbone
+        self.projector = build_projector(projector, vision_backbone.embed_dim, llm_backbone.embed_dim)
+        self.projector_kind = projector
+        self.model_id = model_id or f"{vision_backbone.name}+{llm_backbone.name}"
+        self.action_tokenizer = ActionTokenizer(vocab_size=llm_backbone.base_vocab_size, n_bins=n_action_bins)
+        self.prompt_tokenizer = PromptTokenizer(
+            llm_backbone.tokenizer, llm_backbone.bos_token_id, llm_backbone.eos_token_id, llm_backbone.space_token_id
+        )
+        self.norm_stats: dict[str, Any] = dict(norm_stats or {})
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def image_transform(self):
+        return self.vision_backbone.image_transform
+
+    @property
+    def processor(self):
+        """The input/output transforms data loaders need (image, prompt, action tokenization)."""
+        from vla.data.processor import VLAProcessor
+
+        return VLAProcessor(self.image_transform, self.prompt_tokenizer, self.action_tokenizer, self.tokenizer.pad_token_id)
+
+    @property
+    def tokenizer(self):
+        return self.llm_backbone.tokenizer
+
+    @property
+    def num_patches(self) -> int:
+        return self.vision_backbone.num_patches
+
+    # ------------------------------------------------------------------ training forward
+    def embed_multimodal(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Insert projected patches after BOS; extend the mask (ones) and labels (ignored)."""
+        vision_dtype = next(self.vision_backbone.parameters()).dtype
+        patches = self.projector(self.vision_backbone(pixel_values.to(vision_dtype)))
+        text = self.llm_backbone.embed(input_ids)
+        patches = patches.to(text.dtype)
+        embeds = torch.cat([text[:, :1], patches, text[:, 1:]], dim=1)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        ones = attention_mask.new_ones(attention_mask.shape[0], patches.shape[1])
+        mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
+        if labels is not None:
+            ignore = labels.new_full((labels.shape[0], patches.shape[1]), IGNORE_INDEX)
+            labels = torch.cat([labels[:, :1], ignore, labels[:, 1:]], dim=1)
+        return embeds, mask, labels
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None):
+        """HF causal-LM output over the multimodal sequence (``loss`` when labels are given)."""
+        embeds, mask, mm_labels = self.embed_multimodal(pixel_values, input_ids, attention_mask, labels)
+        return self.llm_backbone(inputs_embeds=embeds, attention_mask=mask, labels=mm_labels, use_cache=False)
+
+    @torch.no_grad()
+    def action_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """OpenVLA's action-token accuracy and L1 (normalized space) from multimodal logits and text labels.
+
+        Logits at position ``num_patches + t`` predict text label ``t + 1``; only positions whose
+        label is an action token count.
+        """
+        preds = logits[:, self.num_patches:-1].argmax(dim=-1)
+        targets = labels[:, 1:]
+        mask = self.action_tokenizer.is_action_token(targets)
+        correct = ((preds == targets) & mask).sum()
+        count = mask.sum()
+        l1 = (self.action_tokenizer.decode_torch(preds[mask]) - self.action_tokenizer.decode_torch(targets[mask])).abs()
+        return {
+            "correct": correct,
+            "count": count,
+            "accuracy": correct.float() / count.clamp(min=1),
+            "l1": l1.mean() if l1.numel() else torch.zeros((), device=logits.device, dtype=torch.float64),
+            "l1_sum": l1.sum(),
+        }
+
+    # ------------------------------------------------------------------ inference
+    def resolve_unnorm_key(self, unnorm_key: str | None) -> str:
+        if not self.norm_stats:
+            raise ValueError("This model has no dataset statistics (norm_stats); cannot un-normalize actions")
+        if unnorm_key is None:
+            if len(self.norm_stats) != 1:
+                raise ValueError(f"Model has statistics for several datasets; pass unnorm_key, one of {sorted(self.norm_stats)}")
+            return next(iter(self.norm_stats))
+        if unnorm_key not in self.norm_stats:
+            raise ValueError(f"Unknown unnorm_key {unnorm_key!r}; this model has statistics for {sorted(self.norm_stats)}")
+        return unnorm_key
+
+    def action_dim(self, unnorm_key: str | None = None) -> int:
+        return len(self.norm_stats[self.resolve_unnorm_key(unnorm_key)]["action"]["q01"])
+
+    def predict_action(self, image: Image.Image | np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
+        """One unnormalized action (float64 numpy, [action_dim]) for one RGB image + instruction."""
+        return self.predict_action_batch([image], [instruction], unnorm_key)[0]
+
+    @torch.inference_mode()
+    def predict_action_batch(self, images: Sequence[Image.Image | np.ndarray], instructions: Sequence[str],
+                             unnorm_key: str | None = None) -> np.ndarray:
+        """Batched :meth:`predict_action`: [B, action_dim] unnormalized actions."""
+        if len(images) != len(instructions):
+            raise ValueError(f"Got {len(images)} images but {len(instructions)} instructions")
+        if len(images) == 0:
+            raise ValueError("predict_action_batch needs at least one (image, instruction) pair")
+        key = self.resolve_unnorm_key(unnorm_key)
+        stats = self.norm_stats[key]["action"]
+        tokens = self.generate_action_tokens(images, instructions, len(stats["q01"]))
+        normalized = self.action_tokenizer.decode(tokens.cpu().numpy())
+        return unnormalize(normalized, stats)
+
+    @torch.inference_mode()
+    def generate_action_tokens(self, images: Sequence[Image.Image | np.ndarray], instructions: Sequence[str],
+                               action_dim: int = DEFAULT_ACTION_DIM) -> torch.Tensor:
+        """Greedy decoding of ``action_dim`` tokens per example with a KV cache ([B, action_dim])."""
+        device = next(self.parameters()).device
+        pixel_values = torch.stack([self.image_transform(img) for img in images]).to(device)
+        prompts = [torch.tensor(self.prompt_tokenizer.prompt_ids(text)) for text in instructions]
+        lengths = torch.tensor([p.shape[0] for p in prompts])
+        input_ids = pad_batch(prompts, self.tokenizer.pad_token_id, side="right").to(device)
+        right_mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long().to(device)
+        embeds, mask, _ = self.embed_multimodal(pixel_values, input_ids, right_mask)
+        # Left-align for generation: move each row's padding to the front.
+        embeds, mask = _right_to_left_padding(embeds, mask)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.llm_backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+        generated = []
+        for step in range(action_dim):
+            next_token = out.logits[:, -1].argmax(dim=-1)
+            generated.append(next_token)
+            if step == action_dim - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.llm_backbone(
+                inputs_embeds=self.llm_backbone.embed(next_token[:, None]), attention_mask=mask,
+                position_ids=positions, past_key_values=out.past_key_values, use_cache=True,
+            )
+        return torch.stack(generated, dim=1)
+
+
+def _right_to_left_padding(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Roll each row so its padding (mask == 0, at the end) moves to the start."""
+    lengths = mask.sum(dim=1)
+    total = mask.shape[1]
+    index = (torch.arange(total, device=mask.device)[None] - (total - lengths)[:, None]) % total
+    embeds = torch.gather(embeds, 1, index[..., None].expand_as(embeds))
+    mask = torch.gather(mask, 1, index)
+    return embeds, mask

@@ -1,0 +1,43 @@
+"""Shared test fixtures. Tests never touch the network: hub lookups fail fast offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_BRIDGE = REPO_ROOT.parent / "shared" / "data" / "rlds" / "octo_bridge_debug"
+
+
+@pytest.fixture(scope="session")
+def bridge_rlds_dir() -> Path:
+    """The shared real Bridge RLDS sample (third-party data: read in place, never copied)."""
+    if not (SHARED_BRIDGE / "bridge_dataset" / "1.0.0").is_dir():
+        pytest.skip("shared Bridge RLDS sample not present")
+    return SHARED_BRIDGE
+
+
+@pytest.fixture(scope="session")
+def tiny_vla():
+    """A tiny random DinoSigLIP + Llama VLA with one dataset's statistics (built once per session)."""
+    from vla.models import build_vla
+
+    stats = {
+        "sim": {
+            "action": {
+                "q01": [-0.05] * 6 + [0.0], "q99": [0.05] * 6 + [1.0], "min": [-0.1] * 6 + [0.0],
+                "max": [0.1] * 6 + [1.0], "mean": [0.0] * 7, "std": [0.02] * 6 + [0.5], "mask": [True] * 6 + [False],
+            }
+        }
+    }
+    import torch
+
+    torch.manual_seed(0)
+    return build_vla("tiny-dinosiglip-224px", "tiny-llama", norm_stats=stats).eval()
