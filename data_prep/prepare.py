@@ -1,0 +1,311 @@
+"""The one-time conversion: RLDS -> statistics -> normalized WebDataset shards (contract S2).
+
+Two passes over the source. The scan pass standardizes every episode of every split, computes
+the statistics (written first) and plans which consecutive episodes go to which shard (by
+estimated bytes), saved in ``_progress/plan.json``. The write pass normalizes and writes the
+planned shards; each finished shard is recorded in ``_progress/part-<i>-of-<n>.json`` so a re-run
+skips it, and ``manifest.json`` is written once every planned shard is recorded. Output depends
+only on the source and the options, so an interrupted run resumes to identical bytes and
+``shard_index`` / ``num_shards`` can split the write pass across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from vla.data.normalization import NORMALIZATION_KINDS, normalize
+from vla.data.registry import DatasetConfig, EpisodeError, StandardEpisode, get_dataset_config
+from vla.data.shards import FORMAT_VERSION, MANIFEST_FILE, encode_sample, file_sha256, sample_key, write_json_atomic, write_shard
+from vla.data.statistics import compute_statistics, load_statistics, write_statistics
+
+PROGRESS_DIR = "_progress"
+PLAN_FILE = "plan.json"
+SCAN_CHUNK_EPISODES = 16
+_TAR_BYTES_PER_MEMBER = 768  # header (512) + average padding
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """An output split = episodes ``[start, stop)`` of a source split."""
+
+    name: str
+    source_split: str
+    start: int
+    stop: int
+
+
+def plan_splits(sizes: dict[str, int]) -> list[SplitSource]:
+    """Source splits as they are; without ``val``, train is split 95/5 like tfds ``train[:95%]``."""
+    if "train" not in sizes:
+        raise ValueError(f"source has no 'train' split (have {sorted(sizes)})")
+    if "val" in sizes:
+        return [SplitSource(name, name, 0, n) for name, n in sizes.items()]
+    n = sizes["train"]
+    cut = round(95 * n / 100)  # tfds percent slicing rounds to the closest boundary
+    rest = [SplitSource(name, name, 0, count) for name, count in sizes.items() if name != "train"]
+    return [SplitSource("train", "train", 0, cut), SplitSource("val", "train", cut, n), *rest]
+
+
+# === Worker side (runs in pool processes; opens the source once per process) ===
+
+_BUILDERS: dict[tuple[str, str], Any] = {}
+
+
+def _builder(source: str, dataset: str) -> Any:
+    from data_prep import rlds_reader
+
+    if (source, dataset) not in _BUILDERS:
+        _BUILDERS[(source, dataset)] = rlds_reader.open_builder(source, dataset)
+    return _BUILDERS[(source, dataset)]
+
+
+def _standard_episodes(
+    source: str, dataset: str, split: SplitSource, first: int, stop: int
+) -> Iterator[tuple[int, dict, StandardEpisode | EpisodeError]]:
+    """``(episode_index, metadata, episode or its error)`` for output-split indices ``first..stop-1``."""
+    from data_prep import rlds_reader
+
+    builder, config = _builder(source, dataset), get_dataset_config(dataset)
+    shapes = rlds_reader.image_shapes(builder)
+    records = rlds_reader.read_episodes(builder, split.source_split, split.start + first, split.start + stop)
+    for index, (metadata, raw) in zip(range(first, stop), records, strict=True):
+        where = f"{dataset} {split.name} episode {index} (file_path={metadata.get('file_path')!r}, episode_id={metadata.get('episode_id')!r})"
+        try:
+            if not raw:
+                raise EpisodeError(f"{where}: empty episode (no steps)")
+            yield index, metadata, config.standardize(raw, where, shapes)
+        except EpisodeError as error:
+            yield index, metadata, error
+
+
+def _scan_task(task: tuple[str, str, SplitSource, int, int, int]) -> list[dict[str, Any]]:
+    """Standardize a chunk of episodes; keep what statistics and shard planning need."""
+    source, dataset, split, first, stop, num_views = task
+    summaries = []
+    for index, _, episode in _standard_episodes(source, dataset, split, first, stop):
+        if isinstance(episode, EpisodeError):
+            summaries.append({"split": split.name, "episode_index": index, "error": str(episode)})
+            continue
+        image_bytes = sum(len(im) if isinstance(im, bytes) else np.asarray(im).nbytes // 10 for ims in episode.images.values() for im in ims)
+        summaries.append({
+            "split": split.name,
+            "episode_index": index,
+            "actions": episode.actions,
+            "proprio": episode.proprio,
+            "estimated_bytes": image_bytes + len(episode) * (4 + num_views) * _TAR_BYTES_PER_MEMBER,
+        })
+    return summaries
+
+
+def _write_task(task: tuple[str, str, SplitSource, dict, dict, str, str]) -> dict[str, Any]:
+    """Write one planned shard (normalized actions/proprio, images, instruction, meta)."""
+    source, dataset, split, shard, statistics, normalization, out = task
+    first, stop = shard["episodes"]
+    skip = set(shard["skipped"])
+
+    def samples() -> Iterator[dict[str, bytes]]:
+        for index, metadata, episode in _standard_episodes(source, dataset, split, first, stop):
+            if index in skip:
+                continue
+            if isinstance(episode, EpisodeError):
+                raise episode
+            actions = normalize(episode.actions, statistics["action"], kind=normalization)
+            proprio = normalize(episode.proprio, statistics["proprio"], kind=normalization)
+            for t in range(len(episode)):
+                meta = {
+                    "dataset": dataset, "split": split.name, "episode_index": index, "timestep": t,
+                    "file_path": metadata.get("file_path"), "episode_id": metadata.get("episode_id"),
+                }
+                images = {view: frames[t] for view, frames in episode.images.items()}
+                yield encode_sample(sample_key(index, t), actions[t], proprio[t], images, episode.instructions[t], meta)
+
+    entry = write_shard(Path(out) / shard["file"], samples())
+    if entry["num_samples"] != shard["num_samples"]:
+        raise RuntimeError(f"{shard['file']}: wrote {entry['num_samples']} samples, planned {shard['num_samples']}")
+    return entry
+
+
+def _run(fn: Callable[[Any], Any], tasks: list[Any], num_workers: int, desc: str, unit_sizes: list[int]) -> Iterable[Any]:
+    """Map in order, in-process (``num_workers == 0``) or over a spawn pool (TensorFlow dislikes fork)."""
+    bar = tqdm(total=sum(unit_sizes), desc=desc, unit="ep")
+    if num_workers == 0:
+        results: Iterable[Any] = map(fn, tasks)
+        pool = None
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(num_workers)
+        results = pool.imap(fn, tasks)
+    try:
+        for size, result in zip(unit_sizes, results):
+            bar.update(size)
+            yield result
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+
+
+# === Orchestration ===
+
+
+def _scan(source: str, dataset: str, config: DatasetConfig, splits: list[SplitSource], options: dict[str, Any], num_workers: int, out: Path) -> dict[str, Any]:
+    """Scan pass: statistics file + shard plan."""
+    tasks = [
+        (source, dataset, split, first, min(first + SCAN_CHUNK_EPISODES, split.stop - split.start), len(config.image_views))
+        for split in splits
+        for first in range(0, split.stop - split.start, SCAN_CHUNK_EPISODES)
+    ]
+    summaries = [s for chunk in _run(_scan_task, tasks, num_workers, f"scan {dataset}", [t[4] - t[3] for t in tasks]) for s in chunk]
+    bad = [s for s in summaries if "error" in s]
+    if bad and not options["skip_bad_episodes"]:
+        raise EpisodeError(f"{bad[0]['error']} ({len(bad)} bad episode(s); set skip_bad_episodes=true to skip them)")
+    good = [s for s in summaries if "error" not in s]
+    statistics = compute_statistics([s["actions"] for s in good], [s["proprio"] for s in good], config.action_normalization_mask)
+    sha = write_statistics(out, dataset, statistics)
+    target_bytes = options["shard_size_mb"] * 2**20
+    plan_splits_ = {}
+    for split in splits:
+        mine = [s for s in summaries if s["split"] == split.name]
+        plan_splits_[split.name] = {
+            "source": [split.source_split, split.start, split.stop],
+            "num_episodes": sum("error" not in s for s in mine),
+            "num_transitions": sum(len(s["actions"]) for s in mine if "error" not in s),
+            "shards": _plan_shards(split.name, mine, target_bytes),
+        }
+    return {
+        "options": options,
+        "statistics_sha256": sha,
+        "splits": plan_splits_,
+        "skipped_episodes": [{"split": s["split"], "episode_index": s["episode_index"], "reason": s["error"]} for s in bad],
+    }
+
+
+def _plan_shards(split: str, summaries: list[dict[str, Any]], target_bytes: float) -> list[dict[str, Any]]:
+    """Group consecutive episodes until a shard's estimated size reaches ``target_bytes``."""
+    shards: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    size = 0
+    for s in summaries:
+        if current is None:
+            current = {"file": f"{split}-{len(shards):06d}.tar", "episodes": [s["episode_index"], s["episode_index"] + 1], "skipped": [], "num_samples": 0}
+            size = 0
+        current["episodes"][1] = s["episode_index"] + 1
+        if "error" in s:
+            current["skipped"].append(s["episode_index"])
+        else:
+            current["num_samples"] += len(s["actions"])
+            size += s["estimated_bytes"]
+        if size >= target_bytes:
+            shards.append(current)
+            current = None
+    if current is not None and current["num_samples"]:
+        shards.append(current)
+    return [shard for shard in shards if shard["num_samples"]]
+
+
+def _load_or_make_plan(source: str, dataset: str, config: DatasetConfig, options: dict[str, Any], num_workers: int, out: Path) -> dict[str, Any]:
+    from data_prep import rlds_reader
+
+    plan_path = out / PROGRESS_DIR / PLAN_FILE
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+        if plan["options"] != options:
+            raise ValueError(f"{out} was prepared with options {plan['options']}, now {options}; use a fresh output directory")
+        load_statistics(out, plan["statistics_sha256"])  # missing or changed statistics -> clear error
+        return plan
+    splits = plan_splits(rlds_reader.split_sizes(_builder(source, dataset)))
+    plan = _scan(source, dataset, config, splits, options, num_workers, out)
+    write_json_atomic(plan_path, plan)
+    return plan
+
+
+def _recorded_shards(progress: Path) -> dict[str, dict[str, Any]]:
+    """Finished shards recorded by any machine's part file."""
+    done: dict[str, dict[str, Any]] = {}
+    for part in sorted(progress.glob("part-*.json")):
+        done.update(json.loads(part.read_text()))
+    return done
+
+
+def prepare(
+    dataset: str,
+    source: str | Path,
+    out: str | Path,
+    normalization: str = "bounds_q99",
+    shard_size_mb: float = 256,
+    num_workers: int = 0,
+    skip_bad_episodes: bool = False,
+    shard_index: int = 0,
+    num_shards: int = 1,
+) -> Path:
+    """Convert ``<source>/<dataset>/<version>`` (RLDS) into a prepared directory at ``out``; return it.
+
+    Re-running resumes (finished shards are kept); with ``num_shards > 1`` this call writes only the
+    shards ``k`` with ``k % num_shards == shard_index`` and the manifest appears once all parts are done.
+    """
+    config = get_dataset_config(dataset)
+    if normalization.lower() not in NORMALIZATION_KINDS:
+        raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATION_KINDS}")
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, num_shards={num_shards}), got {shard_index}")
+    if shard_size_mb <= 0 or num_workers < 0:
+        raise ValueError(f"shard_size_mb must be > 0 and num_workers >= 0 (got {shard_size_mb}, {num_workers})")
+    source, out = str(Path(source).resolve()), Path(out)
+    options = {"dataset": dataset, "normalization": normalization.lower(), "shard_size_mb": shard_size_mb, "skip_bad_episodes": skip_bad_episodes}
+    if (out / MANIFEST_FILE).is_file():
+        finished = json.loads((out / MANIFEST_FILE).read_text())
+        if (finished["dataset"], finished["normalization"]) != (dataset, options["normalization"]):
+            raise ValueError(f"{out} already holds {finished['dataset']} ({finished['normalization']}); use a fresh output directory")
+        return out
+    progress = out / PROGRESS_DIR
+    progress.mkdir(parents=True, exist_ok=True)
+    plan = _load_or_make_plan(source, dataset, config, options, num_workers, out)
+    statistics = load_statistics(out, plan["statistics_sha256"])[dataset]
+
+    part_path = progress / f"part-{shard_index}-of-{num_shards}.json"
+    done = json.loads(part_path.read_text()) if part_path.is_file() else {}
+    all_shards = [(name, shard) for name, split in plan["splits"].items() for shard in split["shards"]]
+    todo = []
+    for k, (name, shard) in enumerate(all_shards):
+        recorded = done.get(shard["file"])
+        if k % num_shards != shard_index or (recorded and (out / shard["file"]).is_file() and file_sha256(out / shard["file"]) == recorded["sha256"]):
+            continue
+        source_split, start, stop = plan["splits"][name]["source"]
+        todo.append((source, dataset, SplitSource(name, source_split, start, stop), shard, statistics, options["normalization"], str(out)))
+    for entry in _run(_write_task, todo, num_workers, f"write {dataset}", [t[3]["episodes"][1] - t[3]["episodes"][0] for t in todo]):
+        done[entry["file"]] = entry
+        write_json_atomic(part_path, done)
+
+    recorded = _recorded_shards(progress)
+    if all(shard["file"] in recorded for _, shard in all_shards):
+        _write_manifest(out, dataset, config, plan, recorded)
+    return out
+
+
+def _write_manifest(out: Path, dataset: str, config: DatasetConfig, plan: dict[str, Any], recorded: dict[str, dict[str, Any]]) -> None:
+    splits = {
+        name: {
+            "num_episodes": split["num_episodes"],
+            "num_transitions": split["num_transitions"],
+            "shards": [recorded[shard["file"]] for shard in split["shards"]],
+        }
+        for name, split in plan["splits"].items()
+    }
+    write_json_atomic(out / MANIFEST_FILE, {
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "normalization": plan["options"]["normalization"],
+        "statistics_sha256": plan["statistics_sha256"],
+        "image_views": list(config.image_views),
+        "splits": splits,
+        "skipped_episodes": plan["skipped_episodes"],
+        "complete": True,
+    })
+
