@@ -1,0 +1,117 @@
+"""Micro-batching: concurrent ``/act`` requests share one ``predict_action_batch`` call.
+
+One worker task takes the first waiting request, then gathers more until ``max_batch_size`` or
+``max_wait_ms`` is reached, groups them by ``unnorm_key`` and runs the model on a single background
+thread (so the event loop keeps accepting requests and the model is never entered twice at once).
+``max_batch_size=1`` turns batching off: every request runs alone, without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+PredictBatch = Callable[[Sequence[np.ndarray], Sequence[str], str | None], np.ndarray]
+
+
+@dataclass
+class _Pending:
+    image: np.ndarray
+    instruction: str
+    unnorm_key: str | None
+    result: asyncio.Future
+
+
+class MicroBatcher:
+    """Queue requests and answer them from batched model calls; start/stop inside the event loop."""
+
+    def __init__(self, predict_batch: PredictBatch, max_batch_size: int = 8, max_wait_ms: float = 5.0):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.predict_batch = predict_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.requests_served = 0
+        self.batches_run = 0
+        self.largest_batch = 0
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla-predict")
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._worker = self._executor = None
+
+    async def submit(self, image: np.ndarray, instruction: str, unnorm_key: str | None) -> np.ndarray:
+        """The unnormalized action for one request (waits for the batch it lands in)."""
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not called")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(image, instruction, unnorm_key, future))
+        return await future
+
+    def stats(self) -> dict[str, int]:
+        return {"requests_served": self.requests_served, "batches_run": self.batches_run,
+                "largest_batch": self.largest_batch, "max_batch_size": self.max_batch_size}
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._gather()
+            groups: dict[str | None, list[_Pending]] = {}
+            for item in batch:
+                groups.setdefault(item.unnorm_key, []).append(item)
+            for unnorm_key, items in groups.items():
+                await self._predict(unnorm_key, items)
+
+    async def _gather(self) -> list[_Pending]:
+        loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _predict(self, unnorm_key: str | None, items: list[_Pending]) -> None:
+        live = [item for item in items if not item.result.done()]  # skip clients that went away
+        if not live:
+            return
+        images = [item.image for item in live]
+        instructions = [item.instruction for item in live]
+        loop = asyncio.get_running_loop()
+        try:
+            actions = await loop.run_in_executor(self._executor, self.predict_batch, images, instructions, unnorm_key)
+        except Exception as err:  # handed to each waiting request; the worker keeps serving
+            for item in live:
+                if not item.result.done():
+                    item.result.set_exception(err)
+            return
+        self.batches_run += 1
+        self.requests_served += len(live)
+        self.largest_batch = max(self.largest_batch, len(live))
+        for item, action in zip(live, actions):
+            if not item.result.done():
+                item.result.set_result(action)

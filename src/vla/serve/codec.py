@@ -1,0 +1,133 @@
+"""The ``/act`` wire format: OpenVLA ``deploy.py`` payloads (json_numpy) decoded without trust.
+
+Clients encode arrays the way ``json_numpy`` does: ``{"__numpy__": <base64 bytes>, "dtype": <numpy
+descr>, "shape": [...]}``. We decode that ourselves instead of calling ``json_numpy.patch()`` so the
+server never monkey-patches ``json``, never builds object arrays (which could unpickle) and checks
+sizes before allocating anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import json_numpy
+import numpy as np
+
+NUMPY_TAG = "__numpy__"
+NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: nothing that can hold Python objects
+MAX_INSTRUCTION_CHARS = 2048  # far above any real task description; bounds tokenization work
+
+
+class PayloadError(ValueError):
+    """A request the client got wrong; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ActRequest:
+    """One validated ``/act`` request."""
+
+    image: np.ndarray  # uint8 [H, W, 3]
+    instruction: str
+    unnorm_key: str | None
+
+
+def _decode_array(tagged: dict[str, Any], max_bytes: int) -> np.ndarray:
+    """Rebuild a json_numpy array, refusing object dtypes and sizes that do not add up."""
+    descr, shape, data = tagged.get("dtype"), tagged.get("shape"), tagged[NUMPY_TAG]
+    if not isinstance(descr, str) or not isinstance(data, str):
+        raise PayloadError("json_numpy array needs a string 'dtype' and base64 string '__numpy__'")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise PayloadError(f"json_numpy array 'shape' must be a list of non-negative ints, got {shape!r}")
+    try:
+        dtype = np.dtype(descr)
+    except TypeError as err:
+        raise PayloadError(f"Unknown array dtype {descr!r}") from err
+    if dtype.kind not in NUMERIC_KINDS or dtype.hasobject or dtype.fields is not None:
+        raise PayloadError(f"Array dtype {descr!r} is not allowed; send plain numeric arrays (image: uint8)")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if expected > max_bytes or len(data) > 4 * (max_bytes // 3 + 1):
+        raise PayloadError(f"Array of shape {shape} and dtype {descr} is larger than the {max_bytes}-byte limit", 413)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise PayloadError("json_numpy array data is not valid base64") from err
+    if len(raw) != expected:
+        raise PayloadError(f"json_numpy array has {len(raw)} bytes but shape {shape} x {descr} needs {expected}")
+    array = np.frombuffer(raw, dtype=dtype)
+    return array.reshape(shape) if shape else array[0]
+
+
+def loads(text: str | bytes, max_array_bytes: int) -> Any:
+    """``json.loads`` that also decodes json_numpy arrays (bounded by ``max_array_bytes`` each)."""
+
+    def hook(obj: dict[str, Any]) -> Any:
+        return _decode_array(obj, max_array_bytes) if NUMPY_TAG in obj else obj
+
+    try:
+        return json.loads(text, object_hook=hook)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PayloadError(f"Body is not valid JSON: {err}", 400) from err
+
+
+def dumps(value: Any) -> str:
+    """JSON with numpy arrays json_numpy-encoded: what OpenVLA's patched clients decode."""
+    return json_numpy.dumps(value)
+
+
+def parse_act_payload(body: bytes, max_image_side: int) -> ActRequest:
+    """Validate an ``/act`` body, including OpenVLA's double-encoded ``{"encoded": "<json>"}`` form."""
+    max_array_bytes = max_image_side * max_image_side * 3
+    payload = loads(body, max_array_bytes)
+    if isinstance(payload, dict) and "encoded" in payload:
+        if set(payload) != {"encoded"} or not isinstance(payload["encoded"], str):
+            raise PayloadError("A double-encoded payload must be exactly {'encoded': '<json string>'}")
+        payload = loads(payload["encoded"], max_array_bytes)
+    if not isinstance(payload, dict):
+        raise PayloadError(f"Body must be a JSON object, got {type(payload).__name__}")
+    missing = [name for name in ("image", "instruction") if name not in payload]
+    if missing:
+        raise PayloadError(f"Missing required field(s) {missing}")
+    return ActRequest(
+        image=_check_image(payload["image"], max_image_side),
+        instruction=_check_instruction(payload["instruction"]),
+        unnorm_key=_check_unnorm_key(payload.get("unnorm_key")),
+    )
+
+
+def _check_image(image: Any, max_image_side: int) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise PayloadError("'image' must be a json_numpy-encoded uint8 array of shape [H, W, 3]")
+    if image.dtype != np.uint8:
+        raise PayloadError(f"'image' must have dtype uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise PayloadError(f"'image' must have shape [H, W, 3] (RGB), got {list(image.shape)}")
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        raise PayloadError(f"'image' is empty: shape {list(image.shape)}")
+    if max(height, width) > max_image_side:
+        raise PayloadError(f"'image' is {height}x{width}; the largest side allowed is {max_image_side}", 413)
+    return image
+
+
+def _check_instruction(instruction: Any) -> str:
+    if not isinstance(instruction, str):
+        raise PayloadError(f"'instruction' must be a string, got {type(instruction).__name__}")
+    if not instruction.strip():
+        raise PayloadError("'instruction' is empty")
+    if len(instruction) > MAX_INSTRUCTION_CHARS:
+        raise PayloadError(f"'instruction' has {len(instruction)} characters; at most {MAX_INSTRUCTION_CHARS} allowed", 413)
+    return instruction
+
+
+def _check_unnorm_key(unnorm_key: Any) -> str | None:
+    if unnorm_key is not None and not isinstance(unnorm_key, str):
+        raise PayloadError(f"'unnorm_key' must be a string or null, got {type(unnorm_key).__name__}")
+    return unnorm_key
