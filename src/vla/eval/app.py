@@ -1,0 +1,51 @@
+"""What ``eval.py`` runs: build suite and policy from the Hydra config, evaluate, log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from vla.eval.policy import VLAPolicy, load_policy, resolve_suite_unnorm_key
+from vla.eval.records import EpisodeRecord
+from vla.eval.runner import evaluate
+
+
+def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    suite = instantiate(cfg.env.suite, name=cfg.task_suite or cfg.env.default_suite)
+    vla = load_policy(cfg.checkpoint, device=cfg.device)
+    unnorm_key = cfg.unnorm_key or cfg.env.default_unnorm_key or resolve_suite_unnorm_key(vla.norm_stats, suite.name)
+    policy = VLAPolicy(vla, unnorm_key=unnorm_key, center_crop=cfg.center_crop)
+    num_steps_wait = cfg.env.num_steps_wait if cfg.num_steps_wait is None else cfg.num_steps_wait
+    settings = {"env": cfg.env.name, "checkpoint": str(Path(cfg.checkpoint).resolve()),
+                "unnorm_key": policy.unnorm_key, "center_crop": bool(cfg.center_crop)}
+    wandb_run = _start_wandb(cfg, settings) if cfg.wandb.enabled else None
+    results = evaluate(
+        suite, policy, cfg.out_dir, num_trials_per_task=cfg.num_trials_per_task, num_steps_wait=num_steps_wait,
+        seed=cfg.seed, task_ids=cfg.task_ids, videos_per_task=cfg.videos_per_task, settings=settings,
+        on_episode=(lambda record: _log_episode(wandb_run, record)) if wandb_run else None, progress=cfg.progress,
+    )
+    if wandb_run is not None:
+        suite_row = results["suite"]
+        wandb_run.summary.update({"success_rate": suite_row["success_rate"], "episodes": suite_row["episodes"],
+                                  "ci95_low": suite_row["ci95_low"], "ci95_high": suite_row["ci95_high"]})
+        for task in results["tasks"]:
+            wandb_run.summary[f"task_{task['task_id']:02d}/success_rate"] = task["success_rate"]
+        wandb_run.finish()
+    return results
+
+
+def _start_wandb(cfg: DictConfig, settings: dict[str, Any]):
+    try:
+        import wandb
+    except ImportError as err:
+        raise ImportError("wandb.enabled=true needs wandb: pip install -e '.[wandb]'") from err
+    return wandb.init(project=cfg.wandb.project, mode=cfg.wandb.mode, dir=cfg.out_dir, job_type="eval",
+                      config={**settings, "suite": cfg.task_suite or cfg.env.default_suite})
+
+
+def _log_episode(run, record: EpisodeRecord) -> None:
+    run.log({"episode/task_id": record.task_id, "episode/trial": record.trial, "episode/success": float(record.success),
+             "episode/steps": record.steps, "episode/error": float(record.error is not None)})

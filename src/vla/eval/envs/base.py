@@ -1,0 +1,63 @@
+"""The env/suite contract (S4) that closed-loop evaluation runs against.
+
+Both the built-in sim and the LIBERO adapter implement it, so one rollout loop serves both.
+Actions are the policy's unnormalized 7-D EEF_POS actions (gripper 1 = open, 0 = close);
+an env converts them to its own controller convention itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+Observation = dict[str, np.ndarray]
+
+
+@runtime_checkable
+class Env(Protocol):
+    """Gymnasium-style env; ``obs = {"image": uint8 HxWx3, "wrist_image"?: ..., "state": float32[7]}``."""
+
+    def reset(self, seed: int | None = None) -> tuple[Observation, dict[str, Any]]: ...
+
+    def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict[str, Any]]: ...
+
+    def render(self) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class InitStateEnv(Env, Protocol):
+    """An env whose init states are simulator states (LIBERO): ``reset()`` then ``set_init_state``."""
+
+    def set_init_state(self, state: Any) -> Observation: ...
+
+
+class Task(Protocol):
+    name: str
+    language: str
+    max_steps: int
+
+
+class TaskSuite(Protocol):
+    """A named set of tasks, each with a fixed list of initial states (one per trial)."""
+
+    name: str
+    n_tasks: int
+
+    def get_task(self, task_id: int) -> Task: ...
+
+    def get_task_init_states(self, task_id: int) -> list[Any]: ...
+
+    def make_env(self, task_id: int, **kwargs: Any) -> Env:
+        """A fresh env for the task; int init states go to ``reset(seed=...)``, others to ``set_init_state``."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A plain :class:`Task` for adapters whose native task objects lack some fields."""
+
+    name: str
+    language: str
+    max_steps: int

@@ -1,0 +1,51 @@
+"""Write and print eval results: results.json, results.csv and a rich table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from vla.eval.metrics import SuccessRate
+
+CSV_COLUMNS = ["scope", "task_id", "name", "successes", "episodes", "success_rate", "ci95_low", "ci95_high",
+               "errors", "mean_steps", "mean_latency_s"]
+
+
+def _row(rate: SuccessRate, scope: str) -> dict[str, Any]:
+    return {"scope": scope, "task_id": rate.task_id, "name": rate.name, "successes": rate.successes,
+            "episodes": rate.episodes, "success_rate": rate.rate, "ci95_low": rate.ci_low, "ci95_high": rate.ci_high,
+            "errors": rate.errors, "mean_steps": rate.mean_steps, "mean_latency_s": rate.mean_latency_s}
+
+
+def results_dict(tasks: list[SuccessRate], suite: SuccessRate, settings: dict[str, Any]) -> dict[str, Any]:
+    return {"suite": _row(suite, "suite"), "tasks": [_row(t, "task") for t in tasks], "settings": settings}
+
+
+def write_results(out_dir: str | os.PathLike, results: dict[str, Any]) -> None:
+    out = Path(out_dir)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(results["tasks"] + [results["suite"]])
+
+
+def print_table(tasks: list[SuccessRate], suite: SuccessRate, console: Console | None = None) -> None:
+    table = Table(title=f"Success rates: {suite.name}")
+    for column in ("task", "name", "success", "episodes", "95% CI", "errors", "mean steps", "latency (s)"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for rate in [*tasks, suite]:
+        table.add_row(
+            "all" if rate.task_id is None else str(rate.task_id), rate.name, f"{rate.rate:.1%}", str(rate.episodes),
+            f"[{rate.ci_low:.1%}, {rate.ci_high:.1%}]", str(rate.errors), f"{rate.mean_steps:.1f}",
+            "-" if rate.mean_latency_s is None else f"{rate.mean_latency_s:.3f}",
+            end_section=rate is tasks[-1] if tasks else False,
+        )
+    (console or Console()).print(table)
