@@ -1,0 +1,496 @@
+"""Import OpenVLA's released checkpoints (HF and Prismatic layouts) and export back to the HF layout.
+
+Two layouts exist in the wild:
+
+* **HF** (``openvla/openvla-7b``, the LIBERO fine-tunes): ``config.json`` (``OpenVLAConfig``),
+  ``model*.safetensors`` shards named ``vision_backbone.{featurizer,fused_featurizer}.*``,
+  ``projector.fc{1,2,3}.*``, ``language_model.*``, plus tokenizer/preprocessor configs. OpenVLA's
+  HF port renames timm's LayerScale ``gamma`` to ``scale_factor`` (HF rewrites names containing
+  ``gamma``) and builds its Llama from ``text_config`` over ``LlamaConfig`` defaults
+  (``rms_norm_eps=1e-6``), which we reproduce so actions match its code path.
+* **Prismatic** training runs: ``checkpoints/*.pt`` holding ``{"model": {"vision_backbone",
+  "projector", "llm_backbone"}}`` (``dino_featurizer``/``siglip_featurizer`` or ``featurizer``;
+  ``projector.{0,2,4}`` of an ``nn.Sequential``; ``llm.*``), next to the run's ``config.json`` and
+  ``dataset_statistics.json``. The LLM architecture is the registry's (Llama-2 config).
+
+Weights are never held twice: the model skeleton has its parameters on the ``meta`` device and
+each checkpoint tensor is assigned in place (safetensors read per tensor; ``.pt`` memory-mapped and
+unpickled with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from vla.models.factory import build_vla
+from vla.models.llm import get_llm_spec
+from vla.models.vision import get_vision_spec
+from vla.models.vla import VLA
+
+# ----------------------------------------------------------------------------- id tables
+# OpenVLA/Prismatic backbone ids -> our registry names (and back, for export).
+OPENVLA_VISION_IDS = {
+    "dinosiglip-vit-so-224px": "dinosiglip-224px",
+    "siglip-vit-so400m": "siglip-224px",
+    "dinov2-vit-l": "dinov2-224px",
+    "in1k-vit-l": "in1k-224px",
+}
+OPENVLA_LLM_IDS = {"llama2-7b-pure": "llama2-7b", "vicuna-v15-7b": "vicuna-v15-7b"}
+OPENVLA_LLM_HF_PATHS = {"llama2-7b-pure": "meta-llama/Llama-2-7b-hf", "vicuna-v15-7b": "lmsys/vicuna-7b-v1.5"}
+# Prismatic `base_vlm` model ids (prismatic/conf/models.py) that our registry can express:
+# (vision_backbone_id, llm_backbone_id, arch_specifier, image_resize_strategy).
+PRISMATIC_BASE_VLMS = {
+    "prism-dinosiglip-224px+7b": ("dinosiglip-vit-so-224px", "llama2-7b-pure", "no-align+fused-gelu-mlp", "resize-naive"),
+    "prism-dinosiglip-224px-controlled+7b": ("dinosiglip-vit-so-224px", "llama2-7b-pure", "no-align+fused-gelu-mlp", "resize-naive"),
+    "dinosiglip-224px-resize-naive+7b": ("dinosiglip-vit-so-224px", "vicuna-v15-7b", "no-align+fused-gelu-mlp", "resize-naive"),
+    "siglip-224px+7b": ("siglip-vit-so400m", "vicuna-v15-7b", "no-align+gelu-mlp", "letterbox"),
+    "dinov2-224px+7b": ("dinov2-vit-l", "vicuna-v15-7b", "no-align+gelu-mlp", "letterbox"),
+    "in1k-224px+7b": ("in1k-vit-l", "vicuna-v15-7b", "no-align+gelu-mlp", "letterbox"),
+}
+# Where OpenVLA's own HF code lives; exported configs point `auto_map` there (`repo--module.Class`).
+OPENVLA_CODE_REPO = "openvla/openvla-7b"
+EXTRA_CONFIG_KEY = "vla_config"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")  # our build_vla arguments (tiny architectures have no OpenVLA id)
+
+# ----------------------------------------------------------------------------- name mapping
+# (our prefix, their prefix). Prismatic names are flattened as "<component>.<key>".
+HF_PREFIXES = (
+    ("vision_backbone.featurizer.", "vision_backbone.featurizer."),
+    ("vision_backbone.fused_featurizer.", "vision_backbone.fused_featurizer."),
+    ("projector.", "projector."),
+    ("llm_backbone.llm.", "language_model."),
+)
+HF_LAYERSCALE = (".gamma", ".scale_factor")  # vision LayerScale params only
+_PRISMATIC_VISION = {
+    True: (("vision_backbone.featurizer.", "vision_backbone.dino_featurizer."),
+           ("vision_backbone.fused_featurizer.", "vision_backbone.siglip_featurizer.")),
+    False: (("vision_backbone.featurizer.", "vision_backbone.featurizer."),),
+}
+_PRISMATIC_PROJECTOR = {
+    "fused-gelu-mlp": (("projector.fc1.", "projector.projector.0."), ("projector.fc2.", "projector.projector.2."),
+                       ("projector.fc3.", "projector.projector.4.")),
+    "gelu-mlp": (("projector.fc1.", "projector.projector.0."), ("projector.fc2.", "projector.projector.2.")),
+    "linear": (("projector.fc1.", "projector.projector."),),
+}
+PRISMATIC_COMPONENTS = ("vision_backbone", "projector", "llm_backbone")
+
+
+def prismatic_prefixes(fused_vision: bool, projector: str) -> tuple[tuple[str, str], ...]:
+    """(our prefix, Prismatic prefix) pairs for one architecture."""
+    if projector not in _PRISMATIC_PROJECTOR:
+        raise ValueError(f"Unknown projector {projector!r}; Prismatic has {sorted(_PRISMATIC_PROJECTOR)}")
+    return (*_PRISMATIC_VISION[fused_vision], *_PRISMATIC_PROJECTOR[projector], ("llm_backbone.llm.", "llm_backbone.llm."))
+
+
+def _swap_prefix(name: str, pairs: tuple[tuple[str, str], ...], to_theirs: bool) -> str | None:
+    for ours, theirs in pairs:
+        source, target = (ours, theirs) if to_theirs else (theirs, ours)
+        if name.startswith(source):
+            return target + name[len(source):]
+    return None
+
+
+def to_hf_name(name: str) -> str:
+    """Our parameter name -> OpenVLA HF name."""
+    hf = _swap_prefix(name, HF_PREFIXES, to_theirs=True)
+    if hf is None:
+        raise ValueError(f"Parameter {name!r} has no OpenVLA HF name")
+    if hf.startswith("vision_backbone.") and hf.endswith(HF_LAYERSCALE[0]):
+        hf = hf[: -len(HF_LAYERSCALE[0])] + HF_LAYERSCALE[1]
+    return hf
+
+
+def from_hf_name(hf: str) -> str | None:
+    """OpenVLA HF name -> our parameter name (None: not an OpenVLA parameter)."""
+    if hf.startswith("vision_backbone.") and hf.endswith(HF_LAYERSCALE[1]):
+        hf = hf[: -len(HF_LAYERSCALE[1])] + HF_LAYERSCALE[0]
+    return _swap_prefix(hf, HF_PREFIXES, to_theirs=False)
+
+
+def from_prismatic_name(key: str, fused_vision: bool, projector: str) -> str | None:
+    """Flattened Prismatic name ("<component>.<key>") -> our parameter name."""
+    return _swap_prefix(key, prismatic_prefixes(fused_vision, projector), to_theirs=False)
+
+
+# ----------------------------------------------------------------------------- public API
+def load_openvla(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 tokenizer_path: str | os.PathLike | None = None) -> VLA:
+    """Load an OpenVLA HF directory, a Prismatic run directory or a Prismatic ``.pt`` checkpoint.
+
+    ``dtype=None`` keeps the checkpoint's dtype (bf16 for OpenVLA's releases). ``tokenizer_path``
+    overrides where the tokenizer comes from (default: the checkpoint dir when it has one, else
+    the LLM registry's source, as Prismatic does).
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").exists() and _safetensors_files(path, required=False):
+        vla = _load_hf(path, dtype, tokenizer_path)
+    elif path.suffix == ".pt" or (path / "checkpoints").is_dir():
+        vla = _load_prismatic(path, dtype, tokenizer_path)
+    else:
+        raise ValueError(f"{path} is neither an OpenVLA HF directory (config.json + model*.safetensors) "
+                         "nor a Prismatic run directory/.pt checkpoint")
+    return vla.to(device).eval()
+
+
+def export_openvla_hf(vla: VLA, out_dir: str | os.PathLike, max_shard_size: int = 5 * 2**30) -> Path:
+    """Write ``vla`` in OpenVLA's HF layout (config, sharded safetensors, tokenizer, preprocessor, stats)."""
+    config = openvla_hf_config(vla)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_shards({to_hf_name(k): v for k, v in vla.state_dict().items()}, out, max_shard_size)
+    _write_json(out / "config.json", config)
+    _write_json(out / "preprocessor_config.json", _preprocessor_config(vla, config))
+    _write_json(out / "generation_config.json", {
+        "bos_token_id": vla.llm_backbone.bos_token_id, "eos_token_id": vla.llm_backbone.eos_token_id,
+        "pad_token_id": vla.tokenizer.pad_token_id,
+    })
+    _write_json(out / "dataset_statistics.json", vla.norm_stats)
+    vla.tokenizer.save_pretrained(str(out))
+    return out
+
+
+def openvla_hf_config(vla: VLA) -> dict[str, Any]:
+    """The ``OpenVLAConfig`` fields (``config.json``) describing ``vla``, plus our ``vla_config``."""
+    names = dict(vla.config)
+    vision_id = _openvla_id(OPENVLA_VISION_IDS, names["vision_backbone"].removeprefix("tiny-"), "vision backbone")
+    llm_id = _openvla_llm_id(names["llm_backbone"], vla.llm_backbone.llm.config.model_type)
+    fused = vla.vision_backbone.fused_featurizer is not None
+    expected_projector = "fused-gelu-mlp" if fused else "gelu-mlp"
+    if vla.projector_kind != expected_projector:
+        raise ValueError(f"OpenVLA's HF model pairs a {'fused' if fused else 'single'} vision backbone with the "
+                         f"{expected_projector!r} projector; this model has {vla.projector_kind!r}")
+    dtype = str(next(vla.parameters()).dtype).removeprefix("torch.")
+    spec = get_vision_spec(names["vision_backbone"])
+    return {
+        "architectures": ["OpenVLAForActionPrediction"],
+        "auto_map": {
+            "AutoConfig": f"{OPENVLA_CODE_REPO}--configuration_prismatic.OpenVLAConfig",
+            "AutoModelForVision2Seq": f"{OPENVLA_CODE_REPO}--modeling_prismatic.OpenVLAForActionPrediction",
+        },
+        "model_type": "openvla",
+        "vision_backbone_id": vision_id,
+        "llm_backbone_id": llm_id,
+        "arch_specifier": f"no-align+{vla.projector_kind}",
+        "use_fused_vision_backbone": fused,
+        "image_resize_strategy": vla.image_transform.resize_strategy,
+        "image_sizes": [spec.image_size] * len(spec.timm_ids),
+        "timm_model_ids": list(spec.timm_ids),
+        "timm_override_act_layers": [None] * len(spec.timm_ids),
+        "hf_llm_id": OPENVLA_LLM_HF_PATHS[llm_id],
+        "llm_max_length": 2048,
+        "pad_token_id": vla.tokenizer.pad_token_id,
+        "pad_to_multiple_of": 64,
+        "output_projector_states": False,
+        "text_config": _text_config(vla.llm_backbone.llm.config, dtype),
+        "norm_stats": vla.norm_stats,
+        "n_action_bins": vla.action_tokenizer.n_bins,
+        "torch_dtype": dtype,
+        "transformers_version": transformers.__version__,
+        EXTRA_CONFIG_KEY: {k: names[k] for k in ("vision_backbone", "llm_backbone", "projector", "image_resize_strategy",
+                                                 "n_action_bins", "model_id")},
+    }
+
+
+# ----------------------------------------------------------------------------- HF import
+def _load_hf(path: Path, dtype: torch.dtype | None, tokenizer_path: str | os.PathLike | None) -> VLA:
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") not in ("openvla", "prismatic"):
+        raise ValueError(f"{path / 'config.json'} has model_type {config.get('model_type')!r}; expected 'openvla'")
+    names = config.get(EXTRA_CONFIG_KEY) or _names_from_openvla_ids(
+        config["vision_backbone_id"], config["llm_backbone_id"], config["arch_specifier"],
+        config.get("image_resize_strategy", "letterbox"), config.get("n_action_bins", 256))
+    norm_stats = config.get("norm_stats") or _read_stats(path / "dataset_statistics.json")
+    text_config = {k: v for k, v in config.get("text_config", {}).items()
+                   if k not in ("torch_dtype", "dtype", "transformers_version", "architectures")}
+    text_config.setdefault("model_type", "llama")  # OpenVLA's LLM_BACKBONE_TO_HF_METACLASS for Llama-family ids
+    llm_config = AutoConfig.for_model(**text_config)
+    with _tokenizer_source(tokenizer_path, path) as tokenizer:
+        vla = _empty_vla(names, norm_stats, llm_config, tokenizer)
+    index = _hf_index(path)
+    shapes = {}
+    for file, keys in _group_by_file(index).items():
+        with safe_open(str(file), framework="pt") as f:
+            shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in keys})
+    mapping = {hf: from_hf_name(hf) for hf in shapes}
+    _check_keys(vla, mapping, shapes, str(path))
+    return _assign(vla, _iter_safetensors(index, mapping, dtype))
+
+
+def _hf_index(path: Path) -> dict[str, Path]:
+    """HF name -> shard file, from ``model.safetensors.index.json`` or the shards' headers."""
+    index_file = path / "model.safetensors.index.json"
+    if index_file.exists():
+        weight_map = json.loads(index_file.read_text())["weight_map"]
+        return {name: path / file for name, file in weight_map.items()}
+    index = {}
+    for file in _safetensors_files(path, required=True):
+        with safe_open(str(file), framework="pt") as f:
+            index.update({name: file for name in f.keys()})
+    return index
+
+
+def _safetensors_files(path: Path, required: bool) -> list[Path]:
+    files = sorted(path.glob("model*.safetensors"))
+    if required and not files:
+        raise FileNotFoundError(f"No model*.safetensors in {path}")
+    return files
+
+
+def _group_by_file(index: Mapping[str, Path]) -> dict[Path, list[str]]:
+    groups: dict[Path, list[str]] = {}
+    for name, file in index.items():
+        groups.setdefault(file, []).append(name)
+    return groups
+
+
+def _iter_safetensors(index: Mapping[str, Path], mapping: Mapping[str, str], dtype: torch.dtype | None,
+                      ) -> Iterator[tuple[str, torch.Tensor]]:
+    for file, keys in _group_by_file(index).items():
+        with safe_open(str(file), framework="pt") as f:
+            for key in keys:
+                yield mapping[key], _cast(f.get_tensor(key), dtype)
+
+
+# ----------------------------------------------------------------------------- Prismatic import
+def _load_prismatic(path: Path, dtype: torch.dtype | None, tokenizer_path: str | os.PathLike | None) -> VLA:
+    checkpoint, run_dir = _prismatic_paths(path)
+    config = json.loads(_require(run_dir / "config.json").read_text())
+    norm_stats = _read_stats(_require(run_dir / "dataset_statistics.json"))
+    names = config.get(EXTRA_CONFIG_KEY) or _names_from_prismatic_config(config, run_dir)
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    model = payload.get("model") if isinstance(payload, dict) else None
+    if not isinstance(model, dict):
+        raise ValueError(f"{checkpoint} is not a Prismatic checkpoint: expected a dict with a 'model' entry")
+    absent = [c for c in PRISMATIC_COMPONENTS if c not in model]
+    if absent:
+        raise ValueError(f"{checkpoint} lacks model components {absent} (saved with only trainable modules?)")
+    flat = {f"{component}.{key}": value for component in PRISMATIC_COMPONENTS for key, value in model[component].items()}
+    embed = flat.get("llm_backbone.llm.model.embed_tokens.weight")
+    if embed is None:
+        raise ValueError(f"{checkpoint} has no LLM embedding matrix 'llm_backbone: llm.model.embed_tokens.weight'")
+    llm_config = AutoConfig.for_model(**{**get_llm_spec(names["llm_backbone"]).architecture, "vocab_size": embed.shape[0]})
+    with _tokenizer_source(tokenizer_path, run_dir) as tokenizer:
+        vla = _empty_vla(names, norm_stats, llm_config, tokenizer)
+    fused = vla.vision_backbone.fused_featurizer is not None
+    mapping = {key: from_prismatic_name(key, fused, names["projector"]) for key in flat}
+    _check_keys(vla, mapping, {k: tuple(v.shape) for k, v in flat.items()}, str(checkpoint))
+    return _assign(vla, ((mapping[k], _cast(v, dtype)) for k, v in flat.items()))
+
+
+def _prismatic_paths(path: Path) -> tuple[Path, Path]:
+    """(checkpoint .pt, run dir): ``latest-checkpoint.pt`` or the highest ``step-*.pt`` of a run dir."""
+    if path.suffix == ".pt":
+        return _require(path), path.resolve().parents[1]
+    checkpoints = path / "checkpoints"
+    latest = checkpoints / "latest-checkpoint.pt"
+    if latest.exists():
+        return latest, path
+    steps = sorted(checkpoints.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    if not steps:
+        raise FileNotFoundError(f"No latest-checkpoint.pt or step-*.pt under {checkpoints}")
+    return steps[-1], path
+
+
+def _names_from_prismatic_config(config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A Prismatic VLM run stores its model config under "model"; a VLA run names its ``base_vlm``."""
+    if "model" in config:
+        m = config["model"]
+        return _names_from_openvla_ids(m["vision_backbone_id"], m["llm_backbone_id"], m["arch_specifier"],
+                                       m["image_resize_strategy"], 256)
+    base_vlm = config.get("vla", {}).get("base_vlm")
+    if base_vlm not in PRISMATIC_BASE_VLMS:
+        raise ValueError(f"{run_dir / 'config.json'}: unsupported base_vlm {base_vlm!r}; "
+                         f"known: {sorted(PRISMATIC_BASE_VLMS)}")
+    return _names_from_openvla_ids(*PRISMATIC_BASE_VLMS[base_vlm], 256)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def _names_from_openvla_ids(vision_id: str, llm_id: str, arch_specifier: str, resize: str, n_bins: int) -> dict[str, Any]:
+    return {
+        "vision_backbone": _lookup(OPENVLA_VISION_IDS, vision_id, "vision backbone"),
+        "llm_backbone": _lookup(OPENVLA_LLM_IDS, llm_id, "LLM backbone"),
+        "projector": arch_specifier.split("+")[-1],  # "no-align+fused-gelu-mlp" -> "fused-gelu-mlp"
+        "image_resize_strategy": resize,
+        "n_action_bins": n_bins,
+    }
+
+
+def _empty_vla(names: Mapping[str, Any], norm_stats: Mapping[str, Any], llm_config, tokenizer_path) -> VLA:
+    """A VLA whose parameters live on the meta device; its LLM is built from the checkpoint's config."""
+    with _parameters_on_meta():
+        vla = build_vla(**{k: v for k, v in names.items() if k != "model_id"}, model_id=names.get("model_id"),
+                        norm_stats=norm_stats, tokenizer_path=str(tokenizer_path) if tokenizer_path else None)
+        llm = AutoModelForCausalLM.from_config(llm_config, attn_implementation=vla.config["attn_implementation"])
+    if llm.config.hidden_size != vla.llm_backbone.embed_dim:
+        raise ValueError(f"Checkpoint LLM hidden_size {llm.config.hidden_size} != {names['llm_backbone']}'s "
+                         f"{vla.llm_backbone.embed_dim}")
+    llm.config.pad_token_id = vla.tokenizer.pad_token_id
+    vla.llm_backbone.llm = llm
+    return vla
+
+
+@contextlib.contextmanager
+def _tokenizer_source(override: str | os.PathLike | None, checkpoint_dir: Path) -> Iterator[Path | None]:
+    """Where to load the tokenizer from, with the checkpoint's tokenizer files staged on their own.
+
+    ``AutoTokenizer`` also reads a directory's ``config.json``; OpenVLA's has an ``auto_map`` to remote
+    code, which would prompt for ``trust_remote_code``. A directory holding only the tokenizer files
+    avoids that. None: the LLM registry's tokenizer (Prismatic runs ship none).
+    """
+    if override is not None or not (checkpoint_dir / "tokenizer_config.json").exists():
+        yield Path(override) if override is not None else None
+        return
+    with tempfile.TemporaryDirectory(prefix="openvla-tokenizer-") as staged:
+        for file in checkpoint_dir.iterdir():
+            if file.name in TOKENIZER_FILES:
+                shutil.copy(file, staged)
+        yield Path(staged)
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Create every nn.Parameter on the meta device (buffers stay real), so a skeleton costs no memory."""
+    original = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+def _check_keys(vla: VLA, mapping: Mapping[str, str | None], shapes: Mapping[str, tuple], source: str) -> None:
+    """Raise one error listing unknown, missing and shape-mismatched keys."""
+    expected = {k: tuple(v.shape) for k, v in vla.state_dict().items()}
+    unknown = sorted(k for k, ours in mapping.items() if ours is None or ours not in expected)
+    missing = sorted(set(expected) - {ours for ours in mapping.values() if ours is not None})
+    mismatched = sorted(f"{k}: checkpoint {shapes[k]} vs model {expected[ours]}" for k, ours in mapping.items()
+                        if ours in expected and shapes[k] != expected[ours])
+    if unknown or missing or mismatched:
+        raise ValueError(f"Checkpoint {source} does not match the model: unknown keys {unknown}, "
+                         f"missing keys {missing}, shape mismatches {mismatched}")
+
+
+def _assign(vla: VLA, tensors: Iterator[tuple[str, torch.Tensor]]) -> VLA:
+    vla.load_state_dict(dict(tensors), strict=True, assign=True)
+    return vla
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype)
+
+
+def _text_config(llm_config, dtype: str) -> dict[str, Any]:
+    """The LLM config as OpenVLA stores it: differences from ``LlamaConfig`` defaults."""
+    text = {k: v for k, v in llm_config.to_diff_dict().items() if k not in ("transformers_version", "architectures", "dtype")}
+    rope = text.get("rope_parameters") or {}
+    if "rope_theta" in rope:  # transformers 4.x (OpenVLA's pin) reads the flat field
+        text["rope_theta"] = rope["rope_theta"]
+    return {**text, "model_type": llm_config.model_type, "vocab_size": llm_config.vocab_size, "torch_dtype": dtype}
+
+
+def _preprocessor_config(vla: VLA, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``PrismaticImageProcessor`` fields, including the torchvision params it derives."""
+    transform = vla.image_transform
+    n, size = transform.n_views, transform.image_size
+    means = transform.mean.view(n, 3).tolist()
+    stds = transform.std.view(n, 3).tolist()
+    naive = transform.resize_strategy == "resize-naive"
+    return {
+        "auto_map": {
+            "AutoImageProcessor": f"{OPENVLA_CODE_REPO}--processing_prismatic.PrismaticImageProcessor",
+            "AutoProcessor": f"{OPENVLA_CODE_REPO}--processing_prismatic.PrismaticProcessor",
+        },
+        "image_processor_type": "PrismaticImageProcessor",
+        "processor_class": "PrismaticProcessor",
+        "use_fused_vision_backbone": config["use_fused_vision_backbone"],
+        "image_resize_strategy": transform.resize_strategy,
+        "input_sizes": [[3, size, size]] * n,
+        "interpolations": ["bicubic"] * n,
+        "means": means,
+        "stds": stds,
+        "tvf_resize_params": [{"size": [size, size] if naive else size, "interpolation": 3, "max_size": None,
+                               "antialias": True}] * n,
+        "tvf_crop_params": [{"output_size": [size, size]}] * n,
+        "tvf_normalize_params": [{"mean": m, "std": s, "inplace": False} for m, s in zip(means, stds)],
+        "tvf_do_letterbox": transform.resize_strategy == "letterbox",
+        "tvf_letterbox_fill": list(transform.fill) if transform.resize_strategy == "letterbox" else None,
+    }
+
+
+def _write_shards(tensors: Mapping[str, torch.Tensor], out: Path, max_shard_size: int) -> None:
+    """HF sharding: ``model.safetensors`` or ``model-0000i-of-0000N.safetensors`` + index."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor.contiguous()
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(out / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file))
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    _write_json(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+
+
+def _openvla_id(table: Mapping[str, str], ours: str, what: str) -> str:
+    for theirs, name in table.items():
+        if name == ours:
+            return theirs
+    raise ValueError(f"OpenVLA has no {what} id for {ours!r}; exportable: {sorted(table.values())}")
+
+
+def _openvla_llm_id(ours: str, model_type: str) -> str:
+    if ours in OPENVLA_LLM_IDS.values():
+        return _openvla_id(OPENVLA_LLM_IDS, ours, "LLM backbone")
+    if model_type == "llama":  # tiny/custom Llamas: OpenVLA builds the LLM from text_config anyway
+        return "llama2-7b-pure"
+    raise ValueError(f"OpenVLA's HF code supports Llama-family LLMs only; {ours!r} is {model_type!r}")
+
+
+def _lookup(table: Mapping[str, str], key: str, what: str) -> str:
+    if key not in table:
+        raise ValueError(f"Unsupported OpenVLA {what} id {key!r}; supported: {sorted(table)}")
+    return table[key]
+
+
+def _read_stats(path: Path) -> dict[str, Any]:
+    return json.loads(_require(path).read_text())
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"Missing {path}")
+    return path
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2))
