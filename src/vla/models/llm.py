@@ -9,7 +9,7 @@ ships inside the ``mistral-common`` wheel.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +32,6 @@ _TINY_LLAMA = dict(
     model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-5,
 )
-_TINY_QWEN = dict(_QWEN25_05B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 
 
 @dataclass(frozen=True)
@@ -43,15 +42,21 @@ class LLMSpec:
     architecture: dict
     tokenizer: str  # HF repo id, or "mistral-sp" for the offline SentencePiece Llama tokenizer
     space_token: str = "▁"  # the "empty" token OpenVLA appends to prompts at inference
-    extra: dict = field(default_factory=dict)
+    has_pad_token: bool = False  # False: a <PAD> token is added and the embeddings are padded
+
+    def padded_vocab_size(self) -> int:
+        """Embedding rows after Prismatic's padding (32000 + <PAD> -> 32064 for Llama-2)."""
+        vocab = self.architecture["vocab_size"]
+        if self.has_pad_token:
+            return vocab
+        return (vocab + 1 + PAD_TO_MULTIPLE_OF - 1) // PAD_TO_MULTIPLE_OF * PAD_TO_MULTIPLE_OF
 
 
 LLM_BACKBONES: dict[str, LLMSpec] = {
     "llama2-7b": LLMSpec("meta-llama/Llama-2-7b-hf", _LLAMA2_7B, "meta-llama/Llama-2-7b-hf"),
     "vicuna-v15-7b": LLMSpec("lmsys/vicuna-7b-v1.5", _LLAMA2_7B, "lmsys/vicuna-7b-v1.5"),
-    "qwen25-0_5b": LLMSpec("Qwen/Qwen2.5-0.5B", _QWEN25_05B, "Qwen/Qwen2.5-0.5B", space_token="Ġ"),
+    "qwen25-0_5b": LLMSpec("Qwen/Qwen2.5-0.5B", _QWEN25_05B, "Qwen/Qwen2.5-0.5B", space_token="Ġ", has_pad_token=True),
     "tiny-llama": LLMSpec(None, _TINY_LLAMA, "mistral-sp"),
-    "tiny-qwen": LLMSpec(None, _TINY_QWEN, "Qwen/Qwen2.5-0.5B", space_token="Ġ"),
 }
 
 

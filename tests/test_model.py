@@ -1,0 +1,190 @@
+"""Model core: shapes, label masking, inference semantics, learning, and input validation."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from vla.data.prompt import IGNORE_INDEX, openvla_prompt
+from vla.models import VLA, build_projector, build_vla
+from vla.models.summary import parameter_counts
+from vla.models.vision import ImageTransform, VisionBackbone
+
+
+def _image(seed: int = 0, shape=(180, 240, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _batch(vla: VLA, n: int = 2):
+    rng = np.random.default_rng(1)
+    samples = [
+        vla.processor.training_sample(_image(i), f"pick up the {c} block", rng.uniform(-1, 1, 7))
+        for i, c in zip(range(n), ["red", "blue green", "yellow", "purple"])
+    ]
+    return vla.processor.collate(samples)
+
+
+def test_prompt_layout_and_label_masking(tiny_vla):
+    tok = tiny_vla.tokenizer
+    actions = np.array([-1.0, 0.0, 0.5, 1.0, 0.2, -0.3, 1.0])
+    ids, labels = tiny_vla.prompt_tokenizer.training_example("Pick Up The Cup", tiny_vla.action_tokenizer.encode(actions))
+    prompt_ids = tiny_vla.prompt_tokenizer.prompt_ids("Pick Up The Cup")
+    assert ids[0].item() == tok.bos_token_id
+    assert tok.decode(ids[1 : len(prompt_ids)]) .startswith("In: What action should the robot take to pick up the cup?\nOut:")
+    assert ids[len(prompt_ids) - 1].item() == tok.convert_tokens_to_ids("▁")  # the empty-space token
+    assert ids[-1].item() == tok.eos_token_id
+    assert (labels[: len(prompt_ids)] == IGNORE_INDEX).all()
+    assert labels[len(prompt_ids):].tolist() == [31999, 31872, 31808, 31744, *tiny_vla.action_tokenizer.encode(actions[4:]).tolist(), 2]
+
+
+def test_openvla_prompt_text_and_empty_instruction():
+    assert openvla_prompt("Open The Drawer") == "In: What action should the robot take to open the drawer?\nOut:"
+    with pytest.raises(ValueError, match="empty"):
+        openvla_prompt("   ")
+
+
+def test_forward_backward_shapes_and_patch_labels(tiny_vla):
+    vla = copy.deepcopy(tiny_vla).train()
+    batch = _batch(vla, 3)
+    assert batch["pixel_values"].shape == (3, 6, 224, 224)  # fused: DINOv2 + SigLIP views
+    out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+    seq = batch["input_ids"].shape[1] + vla.num_patches
+    assert vla.num_patches == 256
+    assert out.logits.shape == (3, seq, vla.llm_backbone.llm.get_input_embeddings().num_embeddings)
+    out.loss.backward()
+    grads = {n: p.grad for n, p in vla.named_parameters()}
+    for prefix in ("vision_backbone.featurizer.", "vision_backbone.fused_featurizer.", "projector.fc1", "projector.fc3", "llm_backbone.llm.model.layers.1."):
+        assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(prefix)), prefix
+    # Patch positions carry no labels: the multimodal labels ignore exactly [1, 1 + num_patches).
+    _, mask, mm_labels = vla.embed_multimodal(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert (mm_labels[:, 1 : 1 + vla.num_patches] == IGNORE_INDEX).all()
+    assert (mm_labels[:, 1 + vla.num_patches :] == batch["labels"][:, 1:]).all()
+    assert mask.shape == mm_labels.shape
+    n_labelled = (batch["labels"] != IGNORE_INDEX).sum(dim=1)
+    assert n_labelled.tolist() == [8, 8, 8]  # 7 action tokens + stop token
+
+
+def test_loss_equals_manual_cross_entropy_on_action_tokens(tiny_vla):
+    batch = _batch(tiny_vla, 2)
+    with torch.no_grad():
+        out = tiny_vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+    _, _, mm_labels = tiny_vla.embed_multimodal(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+    logits = out.logits[:, :-1].reshape(-1, out.logits.shape[-1]).float()
+    manual = torch.nn.functional.cross_entropy(logits, mm_labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    assert out.loss.item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_predict_action_finite_deterministic_and_batch_consistent(tiny_vla):
+    img = _image(3)
+    a1 = tiny_vla.predict_action(img, "push the red block to the left")
+    a2 = tiny_vla.predict_action(img, "push the red block to the left")
+    assert a1.shape == (7,) and a1.dtype == np.float64 and np.isfinite(a1).all()
+    np.testing.assert_array_equal(a1, a2)
+    # The gripper dim is masked out of normalization: it stays a bin centre in [-1, 1].
+    assert -1 <= a1[6] <= 1
+    batch = tiny_vla.predict_action_batch([img, _image(4, (64, 64, 3))], ["push the red block to the left", "go"])
+    np.testing.assert_array_equal(batch[0], a1)
+    np.testing.assert_array_equal(batch[1], tiny_vla.predict_action(_image(4, (64, 64, 3)), "go"))
+
+
+def test_kv_cache_decoding_matches_full_recompute(tiny_vla):
+    img = _image(5)
+    tokens = tiny_vla.generate_action_tokens([img], ["stack the cups"], 7)[0]
+    pixel = tiny_vla.image_transform(img)[None]
+    ids = torch.tensor(tiny_vla.prompt_tokenizer.prompt_ids("stack the cups"))[None]
+    expected = []
+    with torch.no_grad():
+        for _ in range(7):
+            logits = tiny_vla(pixel, ids).logits
+            nxt = logits[0, -1].argmax()
+            expected.append(nxt.item())
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+    assert tokens.tolist() == expected
+
+
+def test_unnormalization_uses_statistics_and_mask(tiny_vla):
+    tokens = tiny_vla.generate_action_tokens([_image(6)], ["lift"], 7)[0].numpy()
+    normalized = tiny_vla.action_tokenizer.decode(tokens)
+    stats = tiny_vla.norm_stats["sim"]["action"]
+    expected = normalized.copy()
+    q01, q99 = np.array(stats["q01"]), np.array(stats["q99"])
+    expected[:6] = 0.5 * (normalized[:6] + 1) * (q99[:6] - q01[:6]) + q01[:6]
+    np.testing.assert_allclose(tiny_vla.predict_action(_image(6), "lift"), expected, rtol=0, atol=1e-12)
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    vla = build_vla("tiny-dinosiglip-224px", "tiny-llama").train()
+    batch = _batch(vla, 2)
+    opt = torch.optim.AdamW(vla.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < losses[0] / 10, losses[::5]
+    metrics = vla.action_metrics(vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).logits, batch["labels"])
+    assert metrics["count"].item() == 14 and metrics["accuracy"].item() > 0.3  # chance is 1/256
+
+
+@pytest.mark.parametrize(
+    "image,match",
+    [
+        (np.zeros((32, 32, 3), dtype=np.float32), "dtype uint8"),
+        (np.zeros((32, 32), dtype=np.uint8), "HxWx3"),
+        (np.zeros((32, 32, 4), dtype=np.uint8), "3 \\(RGB\\) channels"),
+        (np.zeros((3, 32, 32), dtype=np.uint8), "3 \\(RGB\\) channels"),
+        ([[1, 2, 3]], "numpy array"),
+    ],
+)
+def test_bad_images_are_rejected(tiny_vla, image, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_vla.predict_action(image, "go")
+
+
+def test_bad_instruction_and_unnorm_key(tiny_vla):
+    with pytest.raises(ValueError, match="instruction is empty"):
+        tiny_vla.predict_action(_image(), "")
+    with pytest.raises(ValueError, match="Unknown unnorm_key 'bridge'.*sim"):
+        tiny_vla.predict_action(_image(), "go", unnorm_key="bridge")
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError, match="Unknown vision backbone 'dinosiglip-999px'.*registered"):
+        VisionBackbone("dinosiglip-999px")
+    with pytest.raises(ValueError, match="Unknown LLM backbone"):
+        build_vla("tiny-dinosiglip-224px", "llama9-70b")
+    with pytest.raises(ValueError, match="Unknown projector"):
+        build_projector("transformer", 8, 8)
+    with pytest.raises(ValueError, match="resize strategy"):
+        ImageTransform(224, [(0.5,) * 3], [(0.5,) * 3], "crop")
+
+
+def test_projector_shapes_follow_openvla():
+    fused = build_projector("fused-gelu-mlp", 2176, 4096)
+    assert (fused.fc1.in_features, fused.fc1.out_features) == (2176, 4 * 2176)
+    assert (fused.fc2.in_features, fused.fc2.out_features) == (4 * 2176, 4096)
+    assert (fused.fc3.in_features, fused.fc3.out_features) == (4096, 4096)
+    assert build_projector("gelu-mlp", 1152, 4096).fc2.in_features == 4096
+
+
+def test_image_transform_views_and_letterbox():
+    t = ImageTransform(224, [(0.485, 0.456, 0.406), (0.5, 0.5, 0.5)], [(0.229, 0.224, 0.225), (0.5, 0.5, 0.5)])
+    white = np.full((100, 300, 3), 255, dtype=np.uint8)
+    x = t(white)
+    assert x.shape == (6, 224, 224)
+    assert torch.allclose(x[0], torch.full((224, 224), (1 - 0.485) / 0.229))
+    assert torch.allclose(x[3], torch.ones(224, 224))
+    boxed = ImageTransform(224, [(0.5, 0.5, 0.5)], [(0.5, 0.5, 0.5)], "letterbox")(white)
+    assert boxed[0, 0, 112].item() < 0.1 and boxed[0, 112, 112].item() == pytest.approx(1.0)  # padded top, image centre
+
+
+def test_parameter_counts_from_configs_without_weights():
+    openvla = parameter_counts("dinosiglip-224px", "llama2-7b", "fused-gelu-mlp")
+    assert openvla["total"] == 7_541_237_184  # OpenVLA-7B
+    assert openvla["llm"] == 6_738_939_904  # Llama-2 7B with embeddings padded to 32064
+    tiny = parameter_counts("tiny-dinosiglip-224px", "tiny-llama")
+    assert tiny["total"] == sum(p.numel() for p in build_vla("tiny-dinosiglip-224px", "tiny-llama").parameters())
