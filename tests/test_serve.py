@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import json_numpy
 import numpy as np
@@ -32,6 +33,7 @@ STATS = {
     }
 }
 MAX_SIDE = 512
+REPO_ROOT_CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def export_tiny_vla(out_dir) -> None:

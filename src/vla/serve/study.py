@@ -1,0 +1,171 @@
+"""Instruction-sensitivity studies: run a suite of (image, instruction) cases against a policy.
+
+``python -m vla.serve.study suite=<suite.json> server=http://127.0.0.1:8000 repeats=5`` (or
+``checkpoint=<exported dir>`` to load the model locally) writes ``study.json``, ``cases.csv`` and
+``pairs.csv`` to ``out_dir``: per-case actions, latency, repeatability (largest spread of any action
+dimension across repeats) and the L2 distance between the mean actions of every two instructions
+asked about the same image (e.g. "pick up the screw" vs "pick up the red screw").
+
+Suite file (image paths are relative to it; ``.png``/``.jpg`` or ``.npy`` uint8 [H, W, 3])::
+
+    {"name": "screws", "repeats": 3, "unnorm_key": null,
+     "cases": [{"id": "screw", "image": "table.png", "instruction": "pick up the screw"}, ...]}
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image
+
+from vla.serve.client import LocalPolicy, Policy, PolicyClient
+
+
+@dataclass
+class StudyConfig:
+    """Command-line options (``key=value``); exactly one of ``server`` / ``checkpoint``."""
+
+    suite: str
+    server: str | None = None
+    checkpoint: str | None = None
+    api_key: str | None = None
+    repeats: int | None = None  # overrides the suite's "repeats" (default 1)
+    out_dir: str | None = None  # default: <suite dir>/<suite name>_study
+    device: str = "cpu"
+    dtype: str = "float32"
+    quantize: str | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    image_path: str
+    instruction: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    cases: list[Case]
+    repeats: int
+    unnorm_key: str | None
+    root: Path
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and check a suite file; every problem names the case it is in."""
+    path = Path(path)
+    spec = json.loads(path.read_text())
+    if not isinstance(spec, dict) or not isinstance(spec.get("cases"), list) or not spec["cases"]:
+        raise ValueError(f"{path}: a suite is a JSON object with a non-empty 'cases' list")
+    cases = []
+    for index, raw in enumerate(spec["cases"]):
+        if not isinstance(raw, dict) or not {"image", "instruction"} <= set(raw):
+            raise ValueError(f"{path}: case {index} needs 'image' and 'instruction'")
+        if not str(raw["instruction"]).strip():
+            raise ValueError(f"{path}: case {index} has an empty instruction")
+        cases.append(Case(str(raw.get("id", f"case{index}")), str(raw["image"]), str(raw["instruction"])))
+    ids = [case.case_id for case in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: case ids must be unique, got {ids}")
+    repeats = spec.get("repeats", 1)
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"{path}: 'repeats' must be a positive int, got {repeats!r}")
+    return Suite(str(spec.get("name", path.stem)), cases, repeats, spec.get("unnorm_key"), path.parent)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An RGB uint8 [H, W, 3] image from an image file or a plain ``.npy`` array (no pickle)."""
+    if path.suffix == ".npy":
+        image = np.load(path, allow_pickle=False)
+    else:
+        with Image.open(path) as img:
+            image = np.asarray(img.convert("RGB"))
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{path}: expected a uint8 [H, W, 3] image, got {image.dtype} {list(image.shape)}")
+    return image
+
+
+def run_study(policy: Policy, suite: Suite, repeats: int | None = None) -> dict[str, Any]:
+    """Ask ``policy`` every case ``repeats`` times; returns the report written by :func:`write_report`."""
+    repeats = repeats or suite.repeats
+    images = {case.image_path: load_image(suite.root / case.image_path) for case in suite.cases}
+    rows = []
+    for case in suite.cases:
+        actions, latencies_ms = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            actions.append(np.asarray(policy.act(images[case.image_path], case.instruction, suite.unnorm_key), dtype=np.float64))
+            latencies_ms.append(1000 * (time.perf_counter() - start))
+        stacked = np.stack(actions)
+        rows.append({
+            "id": case.case_id, "image": case.image_path, "instruction": case.instruction,
+            "actions": stacked.tolist(), "mean_action": stacked.mean(axis=0).tolist(),
+            "max_deviation": float(np.ptp(stacked, axis=0).max()),
+            "latency_ms": {"mean": float(np.mean(latencies_ms)), "p50": float(np.median(latencies_ms)),
+                           "max": float(np.max(latencies_ms))},
+        })
+    return {"suite": suite.name, "repeats": repeats, "unnorm_key": suite.unnorm_key, "cases": rows,
+            "pairs": same_image_pairs(rows)}
+
+
+def same_image_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """L2 between mean actions of every two cases that share an image."""
+    pairs = []
+    for a, b in itertools.combinations(rows, 2):
+        if a["image"] == b["image"]:
+            l2 = float(np.linalg.norm(np.subtract(a["mean_action"], b["mean_action"])))
+            pairs.append({"image": a["image"], "case_a": a["id"], "case_b": b["id"],
+                          "instruction_a": a["instruction"], "instruction_b": b["instruction"], "l2": l2})
+    return pairs
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
+    """``study.json`` (everything), ``cases.csv`` (one row per case) and ``pairs.csv``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(report, indent=2))
+    action_dim = len(report["cases"][0]["mean_action"])
+    with open(out / "cases.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "image", "instruction", "repeats", "latency_ms_mean", "latency_ms_p50",
+                         "max_deviation", *[f"action_{d}" for d in range(action_dim)]])
+        for row in report["cases"]:
+            writer.writerow([row["id"], row["image"], row["instruction"], report["repeats"], row["latency_ms"]["mean"],
+                             row["latency_ms"]["p50"], row["max_deviation"], *row["mean_action"]])
+    with open(out / "pairs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["image", "case_a", "case_b", "instruction_a", "instruction_b", "l2"])
+        writer.writeheader()
+        writer.writerows(report["pairs"])
+    return out
+
+
+def make_policy(cfg: StudyConfig) -> Policy:
+    if (cfg.server is None) == (cfg.checkpoint is None):
+        raise ValueError("Give exactly one of server=<url> or checkpoint=<exported dir>")
+    if cfg.server is not None:
+        return PolicyClient(cfg.server, api_key=cfg.api_key)
+    return LocalPolicy(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize)
+
+
+def main(argv: list[str]) -> Path:
+    cfg: StudyConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudyConfig), OmegaConf.from_cli(argv)))
+    suite = load_suite(cfg.suite)
+    report = run_study(make_policy(cfg), suite, cfg.repeats)
+    report["source"] = cfg.server or str(cfg.checkpoint)
+    out = write_report(report, cfg.out_dir or suite.root / f"{suite.name}_study")
+    print(f"wrote {out / 'study.json'}, {out / 'cases.csv'}, {out / 'pairs.csv'}")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
