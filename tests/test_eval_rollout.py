@@ -99,6 +99,11 @@ def test_step_budget_excludes_wait_steps():
     assert not episode.success and episode.steps == 3 and len(env.actions) == 5
 
 
+def test_max_steps_caps_the_task_budget():
+    episode = run_episode(LineEnv(), go_policy, TaskSpec("go", "go right", 8), init_state=0, num_steps_wait=0, max_steps=2)
+    assert not episode.success and episode.steps == 2
+
+
 def test_results_rates_ci_and_files(tmp_path):
     results = evaluate(LineSuite(), go_policy, tmp_path, num_trials_per_task=4, num_steps_wait=1, progress=False)
     assert results["suite"]["successes"] == 4 and results["suite"]["episodes"] == 8

@@ -24,7 +24,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     wandb_run = _start_wandb(cfg, settings) if cfg.wandb.enabled else None
     results = evaluate(
         suite, policy, cfg.out_dir, num_trials_per_task=cfg.num_trials_per_task, num_steps_wait=num_steps_wait,
-        seed=cfg.seed, task_ids=cfg.task_ids, videos_per_task=cfg.videos_per_task, settings=settings,
+        seed=cfg.seed, task_ids=cfg.task_ids, videos_per_task=cfg.videos_per_task, max_steps=cfg.max_steps,
+        settings=settings,
         on_episode=(lambda record: _log_episode(wandb_run, record)) if wandb_run else None, progress=cfg.progress,
     )
     if wandb_run is not None:

@@ -44,14 +44,18 @@ def start_episode(env: Env, init_state: Any) -> Observation:
 
 
 def run_episode(env: Env, policy: Policy, task: Task, init_state: Any, num_steps_wait: int = 10,
-                record_frames: bool = False) -> Episode:
-    """Roll out ``policy`` on ``task``; env exceptions end the episode as a failure with the error."""
+                record_frames: bool = False, max_steps: int | None = None) -> Episode:
+    """Roll out ``policy`` on ``task`` for ``max_steps`` (default: the task's budget) policy steps.
+
+    Env exceptions end the episode as a failure with the error.
+    """
+    max_steps = task.max_steps if max_steps is None else max_steps
     episode = Episode()
     try:
         obs = _env_call(start_episode, env, init_state)
         for _ in range(num_steps_wait):
             obs = _env_call(env.step, NOOP_ACTION.copy())[0]
-        while episode.steps < task.max_steps:
+        while episode.steps < max_steps:
             if record_frames:
                 episode.frames.append(obs["image"])
             started = time.perf_counter()

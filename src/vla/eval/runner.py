@@ -40,13 +40,15 @@ def evaluate(
     seed: int = 7,
     task_ids: Sequence[int] | None = None,
     videos_per_task: int = 0,
+    max_steps: int | None = None,
     settings: dict[str, Any] | None = None,
     on_episode: EpisodeCallback | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the missing episodes (``<out_dir>/episodes.jsonl`` holds finished ones) and write results.
 
-    ``settings`` identify the run (checkpoint, suite, ...); resuming with different ones is refused.
+    ``max_steps`` caps every task's step budget (smoke runs). ``settings`` identify the run
+    (checkpoint, suite, ...); resuming with different ones is refused.
     Returns the ``results.json`` content.
     """
     if num_trials_per_task < 1:
@@ -56,7 +58,7 @@ def evaluate(
     if bad:
         raise ValueError(f"Task ids {bad} out of range for suite {suite.name!r} ({suite.n_tasks} tasks)")
     settings = {"suite": suite.name, "num_trials_per_task": num_trials_per_task, "num_steps_wait": num_steps_wait,
-                "seed": seed, "task_ids": task_ids, **(settings or {})}
+                "seed": seed, "task_ids": task_ids, "max_steps": max_steps, **(settings or {})}
     log = EpisodeLog(out_dir, settings)
     done = log.done()
     total = len(task_ids) * num_trials_per_task
@@ -65,7 +67,8 @@ def evaluate(
         for task_id in task_ids:
             pending = [i for i in range(num_trials_per_task) if (task_id, i) not in done]
             if pending:
-                _run_task(suite, policy, task_id, pending, log, num_steps_wait, seed, videos_per_task, on_episode, bar)
+                _run_task(suite, policy, task_id, pending, log, num_steps_wait, max_steps, seed, videos_per_task,
+                          on_episode, bar)
     tasks, overall = summarize(suite.name, [r for r in log.records if r.task_id in task_ids])
     results = results_dict(tasks, overall, settings)
     write_results(out_dir, results)
@@ -75,7 +78,7 @@ def evaluate(
 
 
 def _run_task(suite: TaskSuite, policy: Policy, task_id: int, trials: list[int], log: EpisodeLog, num_steps_wait: int,
-              seed: int, videos_per_task: int, on_episode: EpisodeCallback | None, bar: tqdm) -> None:
+              max_steps: int | None, seed: int, videos_per_task: int, on_episode: EpisodeCallback | None, bar: tqdm) -> None:
     task = suite.get_task(task_id)
     init_states = suite.get_task_init_states(task_id)
     if max(trials) >= len(init_states):
@@ -93,7 +96,7 @@ def _run_task(suite: TaskSuite, policy: Policy, task_id: int, trials: list[int],
                     _finish(log, EpisodeRecord(task_id, task.name, trial, False, 0, None, f"{type(err).__name__}: {err}"),
                             on_episode, bar)
                     continue
-            episode = run_episode(env, policy, task, init_states[trial], num_steps_wait, record_frames=record_video)
+            episode = run_episode(env, policy, task, init_states[trial], num_steps_wait, record_video, max_steps)
             video = None
             if record_video and episode.frames:
                 name = video_name(task_id, trial, episode.success)

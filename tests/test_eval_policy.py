@@ -1,0 +1,90 @@
+"""Policy loading, unnorm-key rules, the LIBERO gripper mapping and the eval.py config path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tests.conftest import REPO_ROOT
+from vla.eval.envs.libero import LiberoSuite, libero_gripper_action
+from vla.eval.policy import VLAPolicy, load_policy, resolve_suite_unnorm_key
+from vla.eval.rollout import NOOP_ACTION
+
+
+def test_unnorm_key_prefers_suite_then_no_noops_and_names_keys_on_error():
+    assert resolve_suite_unnorm_key({"libero_goal": {}, "libero_goal_no_noops": {}}, "libero_goal") == "libero_goal"
+    assert resolve_suite_unnorm_key({"libero_10_no_noops": {}}, "libero_10") == "libero_10_no_noops"
+    with pytest.raises(ValueError, match=r"libero_object.*\['bridge_orig', 'sim'\]"):
+        resolve_suite_unnorm_key({"sim": {}, "bridge_orig": {}}, "libero_object")
+
+
+def test_libero_gripper_post_processing_matches_openvla():
+    arm = [0.1, -0.2, 0.3, 0.01, 0.02, -0.03]
+    np.testing.assert_array_equal(libero_gripper_action(np.array(arm + [1.0])), arm + [-1.0])  # open
+    assert libero_gripper_action(np.array(arm + [0.0]))[-1] == 1.0  # close
+    assert libero_gripper_action(np.array(arm + [0.8]))[-1] == -1.0 and libero_gripper_action(np.array(arm + [0.3]))[-1] == 1.0
+    assert libero_gripper_action(np.array(arm + [0.5]))[-1] == 0.0  # np.sign(0) stays 0, as in OpenVLA
+    np.testing.assert_array_equal(libero_gripper_action(NOOP_ACTION), [0, 0, 0, 0, 0, 0, -1])  # OpenVLA's dummy
+    with pytest.raises(ValueError, match="7-D"):
+        libero_gripper_action(np.zeros(6))
+
+
+def test_unknown_libero_suite_is_rejected():
+    with pytest.raises(ValueError, match="libero_spatial"):
+        LiberoSuite("libero_100000")
+
+
+def test_load_policy_accepts_only_exported_dirs(tmp_path, tiny_vla):
+    from vla.models import save_vla
+
+    save_vla(tiny_vla, tmp_path / "export")
+    assert load_policy(tmp_path / "export").norm_stats == tiny_vla.norm_stats
+    (tmp_path / "last.ckpt").write_bytes(b"\0")
+    with pytest.raises(ValueError, match="exported VLA directory"):
+        load_policy(tmp_path / "last.ckpt")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_policy(tmp_path / "missing")
+
+
+def test_vla_policy_preprocesses_and_checks_unnorm_key(tiny_vla):
+    policy = VLAPolicy(tiny_vla, unnorm_key="sim", center_crop=True)
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    assert policy.preprocess(image).shape == (224, 224, 3)
+    action = policy(image, "pick up the red block")
+    assert action.shape == (7,) and np.all(np.isfinite(action))
+    with pytest.raises(ValueError, match="libero_spatial"):
+        VLAPolicy(tiny_vla, unnorm_key="libero_spatial")
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose("eval", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_config_selects_env_suite_and_defaults():
+    cfg = _compose("checkpoint=x", "env=libero", "task_suite=libero_goal")
+    assert cfg.env.suite._target_ == "vla.eval.envs.libero.LiberoSuite" and cfg.task_suite == "libero_goal"
+    assert cfg.num_trials_per_task == 50 and cfg.env.num_steps_wait == 10 and cfg.center_crop is False
+    assert _compose("checkpoint=x").env.default_suite == "sim_all"
+
+
+def test_eval_entry_on_the_sim_writes_results(tmp_path, tiny_vla):
+    """eval.py's path end to end: exported tiny VLA, real sim suite, one task, one trial."""
+    pytest.importorskip("vla.eval.envs.sim")
+    from omegaconf import OmegaConf
+
+    from vla.eval.app import run_eval
+    from vla.models import save_vla
+
+    save_vla(tiny_vla, tmp_path / "export")
+    cfg = _compose(f"checkpoint={tmp_path / 'export'}", "env=sim", "task_suite=sim_reach", "unnorm_key=sim",
+                   "num_trials_per_task=1", "task_ids=[0]", "max_steps=3", "progress=false", f"out_dir={tmp_path / 'run'}")
+    OmegaConf.resolve(cfg)
+    results = run_eval(cfg)
+    assert results["suite"]["episodes"] == 1 and results["settings"]["unnorm_key"] == "sim"
+    record = json.loads((tmp_path / "run" / "episodes.jsonl").read_text())
+    assert record["error"] is None and record["steps"] == 3 and record["mean_latency_s"] > 0
+    assert (tmp_path / "run" / "results.csv").exists()
