@@ -40,7 +40,7 @@ def write_results(out_dir: str | os.PathLike, results: dict[str, Any]) -> None:
 def print_table(tasks: list[SuccessRate], suite: SuccessRate, console: Console | None = None) -> None:
     table = Table(title=f"Success rates: {suite.name}")
     for column in ("task", "name", "success", "episodes", "95% CI", "errors", "mean steps", "latency (s)"):
-        table.add_column(column, justify="left" if column == "name" else "right")
+        table.add_column(column, justify="left" if column == "name" else "right", overflow="fold")
     for rate in [*tasks, suite]:
         table.add_row(
             "all" if rate.task_id is None else str(rate.task_id), rate.name, f"{rate.rate:.1%}", str(rate.episodes),
