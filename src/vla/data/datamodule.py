@@ -1,0 +1,386 @@
+"""Streaming mixture DataModule over prepared WebDataset shard sets (one directory per dataset).
+
+Training stream: each (rank, DataLoader worker) reads its own share of every dataset's shards,
+shuffles raw (undecoded) samples in a buffer, interleaves the datasets by mixture weight, and only
+then decodes, resizes, augments and tokenizes. The stream is a pure function of
+(seed, epoch, rank, worker), so a resumed run fast-forwards by re-reading raw samples without
+decoding them, and continues with exactly the batches an uninterrupted run would have produced.
+
+Batches of one epoch are dealt round-robin to the workers (batch ``j`` comes from worker
+``j % num_workers``, as PyTorch's DataLoader orders them); on resume after ``B`` batches the
+worker roles are rotated by ``B`` so the first new batch comes from the right worker.
+Manifest/statistics checks and tar reading come from :mod:`vla.data.shards` (the data_prep side).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vla.data.augmentation import OpenVLAAugmentation
+from vla.data.mixtures import resolve_mixture
+from vla.data.processor import VLAProcessor
+from vla.data.shards import MANIFEST_FILE, CorruptShardError, PreparedDataset, iter_shard, load_prepared
+
+PRIMARY_IMAGE = "image_primary.jpg"
+_REQUIRED_MEMBERS = ("action.npy", "instruction.txt", PRIMARY_IMAGE)
+
+RawSample = dict[str, Any]  # member bytes by field name + "__key__", "__shard__", "dataset_name"
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: Path
+    num_samples: int
+
+
+def load_dataset(root: str | Path, name: str) -> PreparedDataset:
+    """Load and check one prepared directory (manifest, statistics hash, shard files) for ``name``."""
+    prepared = load_prepared(root)
+    if prepared.dataset != name:
+        raise ValueError(f"{Path(root) / MANIFEST_FILE} describes dataset {prepared.dataset!r}, expected {name!r}")
+    if "primary" not in prepared.image_views:
+        raise ValueError(f"{Path(root) / MANIFEST_FILE} has no primary image view (has {list(prepared.image_views)})")
+    return prepared
+
+
+def split_shards(prepared: PreparedDataset, split: str) -> list[Shard]:
+    if split not in prepared.splits:
+        raise ValueError(f"{prepared.root / MANIFEST_FILE} has no split {split!r} (has {sorted(prepared.splits)})")
+    return [Shard(prepared.root / entry["file"], int(entry["num_samples"])) for entry in prepared.splits[split]["shards"]]
+
+
+def num_transitions(prepared: PreparedDataset, split: str) -> int:
+    return sum(shard.num_samples for shard in split_shards(prepared, split))
+
+
+def iter_raw_samples(shard: Shard, dataset_name: str) -> Iterator[RawSample]:
+    """Undecoded samples of one shard; corrupt, short or incomplete shards raise :class:`CorruptShardError`."""
+    count = 0
+    for sample in iter_shard(shard.path):
+        key = sample["__key__"].decode()
+        missing = [field for field in _REQUIRED_MEMBERS if field not in sample]
+        if missing:
+            raise CorruptShardError(f"sample {key!r} in shard {shard.path} lacks members {missing}")
+        yield {"__key__": key, "__shard__": str(shard.path), "dataset_name": dataset_name,
+               **{field: sample[field] for field in _REQUIRED_MEMBERS}}
+        count += 1
+    if count != shard.num_samples:
+        raise CorruptShardError(f"shard {shard.path} holds {count} samples, its manifest says {shard.num_samples} (truncated?)")
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Samples ``start:stop`` of one shard."""
+
+    shard: Shard
+    start: int
+    stop: int
+
+
+def _worker_pieces(shards: list[Shard], worker: int, num_workers: int) -> list[_Piece]:
+    """A contiguous, near-equal slice of the split's samples, so each worker reads ~1/n of the bytes."""
+    total = sum(shard.num_samples for shard in shards)
+    low, high = worker * total // num_workers, (worker + 1) * total // num_workers
+    pieces, offset = [], 0
+    for shard in shards:
+        start, stop = max(low, offset), min(high, offset + shard.num_samples)
+        if start < stop:
+            pieces.append(_Piece(shard, start - offset, stop - offset))
+        offset += shard.num_samples
+    return pieces
+
+
+def _read_pieces(pieces: list[_Piece], dataset_name: str) -> Iterator[RawSample]:
+    for piece in pieces:
+        yield from itertools.islice(iter_raw_samples(piece.shard, dataset_name), piece.start, piece.stop)
+
+
+def _endless_share(shards: list[Shard], dataset_name: str, worker: int, num_workers: int, rng: np.random.Generator, shuffle: bool) -> Iterator[RawSample]:
+    """Passes over this worker's share forever (piece order reshuffled per pass when shuffling)."""
+    pieces = _worker_pieces(shards, worker, num_workers)
+    if not pieces:
+        raise ValueError(f"dataset {dataset_name!r} has fewer training samples than loader workers ({num_workers})")
+    while True:
+        order = rng.permutation(len(pieces)) if shuffle else range(len(pieces))
+        yield from _read_pieces([pieces[i] for i in order], dataset_name)
+
+
+def _shuffle_buffer(samples: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
+    if size <= 1:
+        yield from samples
+        return
+    buffer: list[RawSample] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        index = int(rng.integers(size))
+        yield buffer[index]
+        buffer[index] = sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+@dataclass
+class _SampleDecoder:
+    """Raw sample -> processor sample (+ ``dataset_name``, ``sample_key``): decode, resize, optionally augment, tokenize."""
+
+    processor: VLAProcessor
+    augmentation: OpenVLAAugmentation | None = None
+
+    def __call__(self, raw: RawSample, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        where = f"sample {raw['__key__']!r} in shard {raw['__shard__']}"
+        try:
+            with Image.open(io.BytesIO(raw[PRIMARY_IMAGE])) as jpeg:
+                image = jpeg.convert("RGB")
+            action = np.load(io.BytesIO(raw["action.npy"]), allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise CorruptShardError(f"cannot decode {where}: {err}") from err
+        instruction = raw["instruction.txt"].decode("utf-8")
+        image = np.asarray(self.processor.image_transform.resize(image))
+        if self.augmentation is not None:
+            if rng is None:
+                raise ValueError("augmentation needs a random generator")
+            image = self.augmentation(image, rng)
+        sample = self.processor.training_sample(image, instruction, action)
+        sample["dataset_name"] = raw["dataset_name"]
+        sample["sample_key"] = raw["__key__"]
+        return sample
+
+
+def _worker_slot() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class _MixtureStream(IterableDataset):
+    """One epoch of the weighted training mixture for one rank; see the module docstring."""
+
+    def __init__(self, datasets: list[PreparedDataset], weights: list[float], split: str, decoder: _SampleDecoder,
+                 batch_size: int, batches_per_rank: int, rank: int, world_size: int, shuffle_buffer: int, seed: int):
+        super().__init__()
+        self.shards = [split_shards(dataset, split) for dataset in datasets]
+        self.names = [dataset.dataset for dataset in datasets]
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.decoder, self.batch_size, self.batches_per_rank = decoder, batch_size, batches_per_rank
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_buffer, self.seed = shuffle_buffer, seed
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def __len__(self) -> int:
+        return self.batches_per_rank * self.batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        physical, num_workers = _worker_slot()
+        worker = (physical + self.skip_batches) % num_workers  # logical role; see the module docstring
+        my_batches = len(range(worker, self.batches_per_rank, num_workers))
+        skipped = len(range(worker, self.skip_batches, num_workers))
+        global_worker, total_workers = self.rank * num_workers + worker, self.world_size * num_workers
+        raw = self._raw_stream(global_worker, total_workers)
+        n_skip, n_total = skipped * self.batch_size, my_batches * self.batch_size
+        for index, sample in enumerate(itertools.islice(raw, n_skip, n_total), start=n_skip):
+            rng = np.random.default_rng([self.seed, self.epoch, global_worker, index])
+            yield self.decoder(sample, rng)
+
+    def _raw_stream(self, worker: int, num_workers: int) -> Iterator[RawSample]:
+        """Weighted interleave of per-dataset shuffled streams; nothing is decoded here."""
+        seeds = np.random.SeedSequence([self.seed, self.epoch, worker]).spawn(2 * len(self.names) + 1)
+        rngs = [np.random.default_rng(s) for s in seeds]
+        shuffle = self.shuffle_buffer > 1
+        streams = []
+        for i, (shards, name, weight) in enumerate(zip(self.shards, self.names, self.weights)):
+            buffer = max(1, round(self.shuffle_buffer * weight)) if shuffle else 1
+            endless = _endless_share(shards, name, worker, num_workers, rngs[2 * i], shuffle)
+            streams.append(_shuffle_buffer(endless, buffer, rngs[2 * i + 1]))
+        pick = rngs[-1]
+        while True:
+            yield next(streams[int(pick.choice(len(streams), p=self.weights))])
+
+
+class _SequentialStream(IterableDataset):
+    """Every sample of a split once, dataset after dataset, no augmentation (validation)."""
+
+    def __init__(self, datasets: list[PreparedDataset], split: str, decoder: _SampleDecoder, rank: int, world_size: int):
+        super().__init__()
+        self.shards = [(dataset.dataset, split_shards(dataset, split)) for dataset in datasets]
+        self.decoder, self.rank, self.world_size = decoder, rank, world_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        physical, num_workers = _worker_slot()
+        worker, total = self.rank * num_workers + physical, self.world_size * num_workers
+        for name, shards in self.shards:
+            for sample in _read_pieces(_worker_pieces(shards, worker, total), name):
+                yield self.decoder(sample)
+
+
+class _EpochLoader(DataLoader):
+    """DataLoader that asks for (epoch, batches to skip) when an epoch starts and counts batches handed out."""
+
+    def __init__(self, dataset: _MixtureStream, begin_epoch: Callable[[], tuple[int, int]], **kwargs: Any):
+        super().__init__(dataset, **kwargs)
+        self._begin_epoch = begin_epoch
+        self.epoch = 0
+        self.batches_yielded = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self.epoch, skip = self._begin_epoch()
+        self.dataset.epoch, self.dataset.skip_batches = self.epoch, skip  # copied into workers at iter() time
+        self.batches_yielded = skip
+        for batch in super().__iter__():
+            self.batches_yielded += 1
+            yield batch
+
+
+class VLADataModule(pl.LightningDataModule):
+    """Weighted mixture of prepared datasets under ``data_root/<dataset_name>/`` for VLA training.
+
+    ``processor`` (the model's :class:`VLAProcessor`) must be given or attached with
+    :meth:`attach_processor` before the loaders are built. ``dataset_statistics`` is readable
+    without it, so the model can be built from the data's statistics first.
+    """
+
+    def __init__(
+        self,
+        data_root: str | Path,
+        mixture: str | Mapping[str, float] = "vla_sim",
+        batch_size: int = 32,
+        num_workers: int = 2,
+        shuffle_buffer: int = 10_000,
+        image_aug: bool = False,
+        balance_weights: bool = False,
+        seed: int = 7,
+        train_split: str = "train",
+        val_split: str | None = "val",
+        samples_per_epoch: int | None = None,
+        processor: VLAProcessor | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.data_root = Path(data_root)
+        self.mixture = mixture if isinstance(mixture, str) else dict(mixture)
+        self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
+        self.image_aug, self.balance_weights, self.seed = image_aug, balance_weights, seed
+        self.train_split, self.val_split, self.samples_per_epoch = train_split, val_split, samples_per_epoch
+        self.processor = processor
+        self._datasets: list[PreparedDataset] | None = None
+        self._weights: list[float] = []
+        self._train_loader: _EpochLoader | None = None
+        self._resume: dict[str, int] | None = None
+        self._next_epoch = 0
+
+    def attach_processor(self, processor: VLAProcessor) -> None:
+        self.processor = processor
+
+    # --- datasets and statistics -------------------------------------------------------------
+    def _load(self) -> list[PreparedDataset]:
+        if self._datasets is None:
+            names = [name for name, _ in resolve_mixture(self.mixture, known_datasets=None)]
+            datasets = [load_dataset(self.data_root / name, name) for name in names]
+            sizes = {d.dataset: num_transitions(d, self.train_split) for d in datasets}
+            mixture = resolve_mixture(self.mixture, sizes, self.balance_weights)
+            kept = [(d, w) for d, (_, w) in zip(datasets, mixture) if w > 0]
+            self._datasets, self._weights = [d for d, _ in kept], [w for _, w in kept]
+        return self._datasets
+
+    @property
+    def dataset_statistics(self) -> dict[str, Any]:
+        """``{dataset_name: statistics}`` in OpenVLA's layout; becomes ``VLA.norm_stats``."""
+        return {dataset.dataset: dataset.statistics[dataset.dataset] for dataset in self._load()}
+
+    @property
+    def sampling_weights(self) -> dict[str, float]:
+        self._load()
+        return {dataset.dataset: weight for dataset, weight in zip(self._datasets, self._weights)}
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    # --- loaders -------------------------------------------------------------------------------
+    def _decoder(self, augment: bool) -> _SampleDecoder:
+        if self.processor is None:
+            raise ValueError("VLADataModule needs the model's processor: pass processor= or call attach_processor()")
+        return _SampleDecoder(self.processor, OpenVLAAugmentation() if augment else None)
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def train_dataloader(self) -> DataLoader:
+        decoder = self._decoder(self.image_aug)
+        datasets = self._load()
+        rank, world_size = self._rank_and_world()
+        samples = self.samples_per_epoch or sum(num_transitions(d, self.train_split) for d in datasets)
+        batches_per_rank = samples // (world_size * self.batch_size)
+        if batches_per_rank < 1:
+            raise ValueError(f"samples_per_epoch={samples} is less than one batch per rank ({world_size} x {self.batch_size})")
+        stream = _MixtureStream(datasets, self._weights, self.train_split, decoder, self.batch_size,
+                                batches_per_rank, rank, world_size, self.shuffle_buffer, self.seed)
+        self._train_loader = _EpochLoader(stream, self._begin_epoch, batch_size=self.batch_size, num_workers=self.num_workers,
+                                          collate_fn=self.processor.collate)
+        return self._train_loader
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_split is None:
+            return []
+        rank, world_size = self._rank_and_world()
+        stream = _SequentialStream(self._load(), self.val_split, self._decoder(augment=False), rank, world_size)
+        return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.processor.collate)
+
+    def _begin_epoch(self) -> tuple[int, int]:
+        """(epoch, batches to skip) for the epoch that is starting: Lightning's epoch, or our own count."""
+        epoch = self.trainer.current_epoch if self.trainer is not None else self._next_epoch
+        self._next_epoch = epoch + 1
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            skip = self._resume["batches_consumed"]
+        self._resume = None
+        return epoch, skip
+
+    # --- resumable position --------------------------------------------------------------------
+    def _batches_consumed(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None and trainer.state.fn == "fit":
+            # The loader runs one batch ahead of training (prefetch); Lightning's counter does not.
+            return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        if self._train_loader is None:
+            return self._next_epoch, 0
+        return self._train_loader.epoch, self._train_loader.batches_yielded
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the training stream (stored in checkpoints by Lightning)."""
+        epoch, consumed = self._batches_consumed()
+        return {"epoch": epoch, "batches_consumed": consumed, "num_workers": self.num_workers,
+                "batch_size": self.batch_size, "seed": self.seed, "world_size": self._rank_and_world()[1]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume: the next training epoch started is ``epoch``, skipping ``batches_consumed`` batches."""
+        for key in ("epoch", "batches_consumed"):
+            if key not in state_dict:
+                raise ValueError(f"VLADataModule state is missing {key!r} (got {sorted(state_dict)})")
+        current = {"num_workers": self.num_workers, "batch_size": self.batch_size, "seed": self.seed,
+                   "world_size": self._rank_and_world()[1]}
+        changed = {k: (state_dict[k], v) for k, v in current.items() if k in state_dict and state_dict[k] != v}
+        if changed:
+            warnings.warn(f"data loading settings changed since the checkpoint {changed}: the resumed stream skips "
+                          "the same number of batches but is not the continuation of the interrupted one", stacklevel=2)
+        self._resume = {"epoch": int(state_dict["epoch"]), "batches_consumed": int(state_dict["batches_consumed"])}
+        self._next_epoch = self._resume["epoch"]
