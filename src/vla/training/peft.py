@@ -79,7 +79,10 @@ def apply_qlora(
 
 def quantize_llm_4bit(vla: VLA, quant_type: str = "nf4", compute_dtype: torch.dtype = torch.float32) -> int:
     """Replace every ``nn.Linear`` in the LLM's decoder layers by a ``bnb.nn.Linear4bit`` holding
-    the same (quantized) weights; returns how many layers were replaced."""
+    the same (quantized) weights; returns how many layers were replaced.
+
+    No double quantization of the scales, as OpenVLA's ``BitsAndBytesConfig`` (its default).
+    """
     import bitsandbytes as bnb
 
     if quant_type not in QUANT_TYPES:
@@ -90,8 +93,13 @@ def quantize_llm_4bit(vla: VLA, quant_type: str = "nf4", compute_dtype: torch.dt
     linears = [(name, m) for name, m in layers.named_modules() if type(m) is nn.Linear]
     for name, linear in linears:
         quantized = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                      compute_dtype=compute_dtype, quant_type=quant_type, device="meta")
-        quantized.weight = bnb.nn.Params4bit(linear.weight.data.to(compute_dtype), requires_grad=False, quant_type=quant_type)
+                                      compute_dtype=compute_dtype, compress_statistics=False, quant_type=quant_type,
+                                      device="meta")
+        # Without this, bnb repacks the weight in place on its first CPU eval forward (bf16 scales, another
+        # layout): eval outputs would then differ from training ones and merging could not dequantize exactly.
+        quantized.support_avx512bf16_for_cpu = False
+        quantized.weight = bnb.nn.Params4bit(linear.weight.data.to(compute_dtype), requires_grad=False,
+                                             compress_statistics=False, quant_type=quant_type)
         if linear.bias is not None:
             quantized.bias = nn.Parameter(linear.bias.data.to(compute_dtype), requires_grad=False)
         _replace(layers, name, quantized.to(linear.weight.device))  # .to() quantizes the weight
