@@ -1,5 +1,5 @@
 """One-time conversion of RLDS datasets into normalized WebDataset shards (``python -m data_prep``)."""
 
-from data_prep.prepare import prepare
+from data_prep.pipeline import prepare
 
 __all__ = ["prepare"]

@@ -149,7 +149,7 @@ def check_image(image: Any, expected_shape: tuple | None, where: str) -> None:
             raise EpisodeError(f"{where}: raw image must be uint8, got {array.dtype}")
         shape = array.shape
     wanted = tuple(expected_shape) if expected_shape is not None else (None, None, 3)
-    if len(shape) != 3 or len(wanted) != 3 or any(w is not None and w != s for w, s in zip(wanted, shape)):
+    if len(shape) != 3 or len(wanted) != 3 or any(w is not None and w != s for w, s in zip(wanted, shape, strict=True)):
         raise EpisodeError(f"{where}: image shape {shape} does not match the expected {wanted}")
 
 

@@ -185,7 +185,7 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
     path = Path(path)
     current: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, mode="r") as tar:
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r") as tar:
             for member in tar:
                 key, _, extension = member.name.partition(".")
                 if current and current["__key__"] != key.encode():
@@ -193,8 +193,13 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
                     current = {}
                 current["__key__"] = key.encode()
                 current[extension] = tar.extractfile(member).read()
+            raw.seek(tar.offset)
+            end = raw.read()
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise CorruptShardError(f"shard {path} is corrupt or truncated ({exc})") from exc
+    # tarfile stops quietly at a cut-off header; a complete tar ends in >= 2 zero blocks.
+    if len(end) < 2 * tarfile.BLOCKSIZE or end.strip(b"\0"):
+        raise CorruptShardError(f"shard {path} is truncated (no end-of-archive marker)")
     if current:
         yield current
 

@@ -143,7 +143,7 @@ def _run(fn: Callable[[Any], Any], tasks: list[Any], num_workers: int, desc: str
         pool = multiprocessing.get_context("spawn").Pool(num_workers)
         results = pool.imap(fn, tasks)
     try:
-        for size, result in zip(unit_sizes, results):
+        for size, result in zip(unit_sizes, results, strict=True):
             bar.update(size)
             yield result
     finally:
