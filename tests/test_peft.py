@@ -97,6 +97,8 @@ def test_target_modules_by_name_and_errors(tiny_vla):
         apply_lora(copy.deepcopy(tiny_vla), r=0)
     with pytest.raises(ValueError, match="no LoRA adapters"):
         merge_lora(copy.deepcopy(tiny_vla))
+    with pytest.raises(ValueError, match="compute_dtype"):
+        apply_qlora(copy.deepcopy(tiny_vla), compute_dtype="int8")
 
 
 def test_merge_matches_adapted_model_and_round_trips(tiny_vla, batch, tmp_path):

@@ -63,9 +63,12 @@ def apply_qlora(
     target_modules: str | Sequence[str] = "all-linear",
     init_lora_weights: str | bool = "gaussian",
     quant_type: str = "nf4",
-    compute_dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype | str = torch.float32,
 ) -> VLA:
-    """Quantize the LLM's decoder-layer linears to 4 bit, inject LoRA on the LLM, apply ``qlora``."""
+    """Quantize the LLM's decoder-layer linears to 4 bit, inject LoRA on the LLM, apply ``qlora``.
+
+    ``compute_dtype`` may be given by name (``"float32"``, ``"bfloat16"``) for Hydra configs.
+    """
     quantize_llm_4bit(vla, quant_type, compute_dtype)
     # peft only wraps bnb layers with its 4-bit LoRA class when the model says it is loaded in 4 bit.
     vla.is_loaded_in_4bit = True
@@ -77,7 +80,7 @@ def apply_qlora(
     return vla
 
 
-def quantize_llm_4bit(vla: VLA, quant_type: str = "nf4", compute_dtype: torch.dtype = torch.float32) -> int:
+def quantize_llm_4bit(vla: VLA, quant_type: str = "nf4", compute_dtype: torch.dtype | str = torch.float32) -> int:
     """Replace every ``nn.Linear`` in the LLM's decoder layers by a ``bnb.nn.Linear4bit`` holding
     the same (quantized) weights; returns how many layers were replaced.
 
@@ -87,6 +90,7 @@ def quantize_llm_4bit(vla: VLA, quant_type: str = "nf4", compute_dtype: torch.dt
 
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"Unknown 4-bit quant_type {quant_type!r}; choose one of {QUANT_TYPES}")
+    compute_dtype = _float_dtype(compute_dtype)
     if adapter_parameter_names(vla):
         raise ValueError("Quantize before injecting LoRA adapters (apply_qlora does both in order)")
     layers = vla.llm_backbone.llm.model.layers
@@ -171,6 +175,13 @@ def _target_names(vla: VLA, scopes: tuple[str, ...], target_modules: str | Seque
         raise ValueError(f"target_modules {sorted(missing)} match no linear layer; available: "
                          f"{sorted({name.rsplit('.', 1)[-1] for name in linears})}")
     return chosen
+
+
+def _float_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"compute_dtype must be a floating torch dtype or its name, got {dtype!r}")
+    return resolved
 
 
 def _is_4bit(module: nn.Module) -> bool:

@@ -23,6 +23,7 @@ trained module, letting the frozen vision features re-align cheaply; with OpenVL
 ``finetune.py`` setting (adapters on every linear layer of the VLA) the projector's base is
 frozen like everything else.
 
+Precision is left to the trainer (Prismatic also casts a trainable vision backbone to float32).
 Train/eval modes are left alone: Prismatic keeps the whole model in train mode (its backbones
 have no dropout, so the mode does not change their outputs) and Lightning toggles the mode of the
 whole module around validation anyway.
