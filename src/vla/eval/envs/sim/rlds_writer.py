@@ -5,6 +5,7 @@ The only sim module that imports TensorFlow; `generate.py` imports it lazily so 
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from vla.eval.envs.sim.generate import DATASET_NAME, VERSION
 
+JPEG_QUALITY = 95  # tf.image.encode_jpeg's default, which tfds would otherwise use
 Episode = dict[str, Any]  # {"steps": [step dicts], "episode_metadata": {...}} of numpy values
 
 
@@ -66,7 +69,19 @@ class VlaSim(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate_examples(self, make_episodes: Callable[[], Iterable[Episode]]):
         for episode in make_episodes():
+            for step in episode["steps"]:
+                observation = step["observation"]
+                for key in ("image", "wrist_image"):
+                    observation[key] = self._jpeg(observation[key])
             yield episode["episode_metadata"]["episode_id"], episode
+
+    def _jpeg(self, image: np.ndarray) -> bytes:
+        """JPEG bytes via PIL: several times faster than tfds's per-image TensorFlow encoding."""
+        if image.shape != (self._image_size, self._image_size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 {self._image_size}x{self._image_size}x3 image, got {image.dtype} {image.shape}")
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        return buffer.getvalue()
 
 
 def write_rlds(
