@@ -1,0 +1,178 @@
+"""The LightningModule that trains a VLA: loss, action-token accuracy and L1, optimizer, checkpoints.
+
+Everything a checkpoint needs to become a standalone model (the ``build_vla`` config, the dataset
+statistics, the stage and LoRA settings) is stored in it, next to Lightning's full training state
+(weights, optimizer, scheduler, loop position, the DataModule's stream position) plus RNG states.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torchmetrics import MeanMetric
+
+from vla.models.vla import VLA
+from vla.training.stages import STAGES, apply_stage, trainable_parameter_summary
+
+LR_SCHEDULES = ("constant", "linear-warmup+cosine-decay")
+CHECKPOINT_KEY = "vla"
+
+
+class VLATrainingModule(pl.LightningModule):
+    """Trains ``vla`` in a given freeze ``stage`` (OpenVLA's AdamW, constant LR by default)."""
+
+    def __init__(
+        self,
+        vla: VLA,
+        stage: str = "vla-train",
+        learning_rate: float = 2e-5,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+        warmup_ratio: float = 0.0,
+        lora: dict[str, Any] | None = None,
+        fsdp_reshard_after_forward: bool = True,
+    ):
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"Unknown training stage {stage!r}; allowed stages: {', '.join(STAGES)}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Unknown lr_schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
+        if learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        self.vla = vla
+        self.stage = stage
+        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.lr_schedule, self.warmup_ratio = lr_schedule, warmup_ratio
+        self.lora = dict(lora or {})
+        self.fsdp_reshard_after_forward = fsdp_reshard_after_forward
+        self._apply_stage()
+        self.metrics = torch.nn.ModuleDict({
+            f"{split}_{name}": MeanMetric() for split in ("train", "val") for name in ("loss", "action_accuracy", "l1")
+        })
+
+    def _apply_stage(self) -> None:
+        if self.stage == "lora":
+            from vla.training.peft import apply_lora
+
+            apply_lora(self.vla, **self.lora)
+        elif self.stage == "qlora":
+            from vla.training.peft import apply_qlora
+
+            apply_qlora(self.vla, **self.lora)
+        else:
+            apply_stage(self.vla, self.stage)
+
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` shard with FSDP2: each ViT block, each LLM layer, then the root."""
+        mesh = getattr(self, "device_mesh", None)
+        if mesh is None:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        dp_mesh = mesh["data_parallel"]
+        blocks = [*self.vla.llm_backbone.layers]
+        for vit in self.vla.vision_backbone.featurizers:
+            blocks.extend(vit.blocks)
+        for block in blocks:
+            fully_shard(block, mesh=dp_mesh, reshard_after_forward=self.fsdp_reshard_after_forward)
+        fully_shard(self.vla, mesh=dp_mesh, reshard_after_forward=self.fsdp_reshard_after_forward)
+
+    def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero:
+            print(f"Stage {self.stage!r}: trainable parameters\n{trainable_parameter_summary(self.vla)}")
+
+    # ------------------------------------------------------------------ steps
+    def _shared_step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
+        out = self.vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+        metrics = self.vla.action_metrics(out.logits, batch["labels"])
+        batch_size = batch["input_ids"].shape[0]
+        on_step = split == "train"
+        for name, value, weight in (
+            ("loss", out.loss.detach(), batch_size),
+            ("action_accuracy", metrics["accuracy"], metrics["count"]),
+            ("l1", metrics["l1"].float(), metrics["count"]),
+        ):
+            metric = self.metrics[f"{split}_{name}"]
+            metric.update(value, weight)
+            self.log(f"{split}/{name}", metric, on_step=on_step, on_epoch=True, prog_bar=name != "l1",
+                     batch_size=batch_size, sync_dist=False)
+        self._log_per_dataset(out.logits, batch, split, on_step)
+        return out.loss
+
+    def _log_per_dataset(self, logits: torch.Tensor, batch: dict[str, Any], split: str, on_step: bool) -> None:
+        """Per-dataset action accuracy / L1 when the batch mixes several datasets."""
+        names = batch.get("dataset_name")
+        if not names or len(set(names)) < 2:
+            return
+        rows: dict[str, list[int]] = defaultdict(list)
+        for i, name in enumerate(names):
+            rows[name].append(i)
+        for name, index in rows.items():
+            idx = torch.tensor(index, device=logits.device)
+            m = self.vla.action_metrics(logits[idx], batch["labels"][idx])
+            self.log(f"{split}/{name}/action_accuracy", m["accuracy"], on_step=on_step, on_epoch=True, batch_size=len(index))
+            self.log(f"{split}/{name}/l1", m["l1"].float(), on_step=on_step, on_epoch=True, batch_size=len(index))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    # ------------------------------------------------------------------ optimization
+    def configure_optimizers(self):
+        params = [p for p in self.vla.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"Stage {self.stage!r} leaves no trainable parameters")
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(self.warmup_ratio * total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(warmup, 1)
+            progress = (step - warmup) / max(total - warmup, 1)
+            return 0.5 * (1.0 + float(np.cos(np.pi * min(progress, 1.0))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "config": dict(self.vla.config), "norm_stats": self.vla.norm_stats, "stage": self.stage, "lora": self.lora,
+        }
+        checkpoint["rng_states"] = _rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(CHECKPOINT_KEY, {})
+        if stored.get("norm_stats"):
+            self.vla.norm_stats = stored["norm_stats"]
+        if "rng_states" in checkpoint:
+            _set_rng_states(checkpoint["rng_states"])
+
+
+def _rng_states() -> dict[str, Any]:
+    """RNG states in tensor/int form, so checkpoints load with ``weights_only=True``."""
+    mt_name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": list(random.getstate()[1]),
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate((3, tuple(states["python"]), None))

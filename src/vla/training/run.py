@@ -1,0 +1,122 @@
+"""What ``python train.py`` does, given a composed Hydra config.
+
+Order: validate -> (embedded default) make the sim data -> DataModule (statistics) -> model with
+those statistics -> LightningModule (freeze stage / LoRA) -> Trainer (strategy, precision,
+checkpoints) -> fit (optionally resumed) -> export + summary.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from vla.training.checkpoint_io import AtomicCheckpointIO
+
+STRATEGIES = ("auto", "ddp", "fsdp")
+RESUME_CHOICES = "null | auto | <path to a .ckpt file>"
+
+
+def ensure_embedded_data(embedded: DictConfig) -> None:
+    """Generate the built-in sim demos (RLDS) and prepare them, each only if missing.
+
+    Runs as subprocesses: RLDS writing/reading needs TensorFlow, which the training process
+    itself never imports.
+    """
+    prepared = Path(embedded.prepared_dir)
+    if (prepared / "manifest.json").exists():
+        return
+    rlds = Path(embedded.rlds_dir)
+    print(f"Embedded default data missing: generating {embedded.episodes} sim demos -> {rlds}, then preparing -> {prepared}")
+    subprocess.run([sys.executable, "-m", "vla.eval.envs.sim.generate", f"out={rlds}", f"episodes={embedded.episodes}",
+                    f"seed={embedded.seed}", f"image_size={embedded.image_size}"], check=True)
+    subprocess.run([sys.executable, "-m", "data_prep", "dataset=vla_sim", f"source={rlds}", f"out={prepared}"], check=True)
+
+
+def build_strategy(strategy: DictConfig | None) -> Any:
+    """``auto`` / ``ddp`` / ``fsdp`` (FSDP2 ``fully_shard`` via ModelParallelStrategy: GPU and CPU)."""
+    name = (strategy or {}).get("name", "auto")
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}")
+    if name == "fsdp":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return ModelParallelStrategy(save_distributed_checkpoint=False)
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(checkpoint_io=AtomicCheckpointIO())
+    return "auto"
+
+
+def resolve_resume(resume: str | None, checkpoint_dir: Path) -> str | None:
+    if resume in (None, "", "null"):
+        return None
+    if resume == "auto":
+        last = checkpoint_dir / "last.ckpt"
+        if last.exists():
+            print(f"Resuming from {last}")
+            return str(last)
+        print(f"resume=auto: no checkpoint in {checkpoint_dir} yet, starting fresh")
+        return None
+    path = Path(resume)
+    if not path.is_file():
+        raise ValueError(f"resume={resume!r} is not a checkpoint file; use {RESUME_CHOICES}")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job; returns the final metrics (also written to <run dir>/metrics.json)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    if cfg.data.get("embedded"):
+        ensure_embedded_data(cfg.data.embedded)
+
+    datamodule = instantiate(cfg.data.datamodule)
+    vla = instantiate(cfg.model, norm_stats=datamodule.dataset_statistics, _convert_="all")
+    datamodule.attach_processor(vla.processor)
+    strategy_cfg = cfg.get("strategy")
+    module = instantiate(cfg.module, vla=vla, lora=OmegaConf.to_container(cfg.module.lora) if cfg.module.lora else None,
+                         fsdp_reshard_after_forward=(strategy_cfg or {}).get("reshard_after_forward", True))
+
+    checkpoint_dir = run_dir / "checkpoints"
+    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                                  every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=-1, save_last=True)
+    strategy = build_strategy(strategy_cfg)
+    plugins = [AtomicCheckpointIO()] if strategy == "auto" else []
+    trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints], plugins=plugins)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, checkpoint_dir))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics["global_step"] = trainer.global_step
+    if trainer.is_global_zero:
+        if cfg.export:
+            from vla.export import export_vla
+
+            metrics["export_dir"] = str(export_vla(module.vla, run_dir / "export"))
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        _print_summary(run_dir, checkpoint_dir, metrics)
+    return metrics
+
+
+def _print_summary(run_dir: Path, checkpoint_dir: Path, metrics: dict[str, Any]) -> None:
+    lines = [
+        "", "Training finished",
+        f"  steps:            {metrics['global_step']}",
+        *(f"  {key + ':':<17} {metrics[key]:.4f}" for key in ("train/loss_epoch", "train/loss_step", "train/action_accuracy_step",
+                                                               "val/loss", "val/action_accuracy", "val/l1") if key in metrics),
+        f"  run dir:          {run_dir}",
+        f"  checkpoints:      {checkpoint_dir} (last.ckpt)",
+        f"  metrics:          {run_dir / 'metrics.json'} and {run_dir / 'logs'}",
+    ]
+    if "export_dir" in metrics:
+        lines.append(f"  exported model:   {metrics['export_dir']}")
+    print("\n".join(lines))

@@ -1,0 +1,45 @@
+"""One table of final metrics per run after a ``--multirun`` sweep (CSV + markdown)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+SUMMARY_METRICS = ("global_step", "train/loss_epoch", "train/action_accuracy_epoch", "val/loss", "val/action_accuracy", "val/l1")
+
+
+def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Rows of {run, metrics...} from every ``<sweep_dir>/*/metrics.json``; writes summary.csv/.md."""
+    rows = []
+    for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
+        metrics = json.loads(metrics_file.read_text())
+        rows.append({"run": metrics_file.parent.name, **{k: metrics.get(k, "") for k in SUMMARY_METRICS}})
+    if not rows:
+        return rows
+    columns = ["run", *SUMMARY_METRICS]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def fmt(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+class MultirunSummary(Callback):
+    """Hydra callback: after the last job of a sweep, write and print the summary table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if summarize_sweep(sweep_dir):
+            print(f"\nSweep summary ({sweep_dir / 'summary.csv'}):\n{(sweep_dir / 'summary.md').read_text()}")
