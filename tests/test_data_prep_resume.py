@@ -43,6 +43,11 @@ def test_interrupted_prep_resumes_to_identical_bytes(sim_source, prepared, tmp_p
     assert not (out / "manifest.json").exists() and len(list(out.glob("*.tar"))) == 2
     (out / "train-000002.tar.tmp").write_bytes(b"half-written")  # a shard cut off mid-write
     monkeypatch.setattr(prep_module, "_write_task", real_write_task)
+    statistics = (out / "dataset_statistics.json").read_bytes()
+    (out / "dataset_statistics.json").unlink()
+    with pytest.raises(FileNotFoundError, match="dataset_statistics.json"):
+        prepare(dataset="vla_sim", source=sim_source, out=out, shard_size_mb=0.02)
+    (out / "dataset_statistics.json").write_bytes(statistics)
     written = []
 
     def recording_write_shard(path, samples):
