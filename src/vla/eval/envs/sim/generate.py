@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,9 @@ def episode_plan(episodes: int, seed: int, suite: SimTaskSuite) -> list[tuple[in
     return [(i % suite.n_tasks, int(scene_seed)) for i, scene_seed in enumerate(scene_seeds)]
 
 
-def record_episode(suite: SimTaskSuite, task_id: int, scene_seed: int, image_size: int, noise_std: float) -> list[dict[str, Any]]:
+def record_episode(
+    suite: SimTaskSuite, task_id: int, scene_seed: int, image_size: int, noise_std: float
+) -> list[dict[str, Any]]:
     """Roll out the scripted expert; RLDS steps (observation before the step's action)."""
     env = suite.make_env(task_id, image_size=image_size, wrist_image=True)
     expert = ScriptedExpert(noise_std=noise_std, seed=scene_seed)
@@ -86,8 +88,8 @@ def generate_rlds(
 
     Returns `out_dir`, the tfds data dir that holds `vla_sim/`.
     """
-    config = GenerateConfig(str(out_dir), episodes, seed, image_size, val_fraction, suite, n_objects, noise_std)
-    params = {k: v for k, v in asdict(config).items() if k != "out"}
+    params = {"episodes": episodes, "seed": seed, "image_size": image_size, "val_fraction": val_fraction,
+              "suite": suite, "n_objects": n_objects, "noise_std": noise_std}
     n_val = _validated_val_count(episodes, val_fraction)
     out_dir = Path(out_dir)
     existing = _existing_params(out_dir)
@@ -104,9 +106,10 @@ def generate_rlds(
         def make() -> Iterator[dict[str, Any]]:
             for index, global_index in enumerate(indices):
                 task_id, scene_seed = plan[global_index]
+                steps = record_episode(task_suite, task_id, scene_seed, image_size, noise_std)
                 bar.update(1)
                 yield {
-                    "steps": record_episode(task_suite, task_id, scene_seed, image_size, noise_std),
+                    "steps": steps,
                     "episode_metadata": {
                         "file_path": f"{DATASET_NAME}/{split}/episode_{index:06d}",
                         "episode_id": f"{split}_{index:06d}",
@@ -122,8 +125,8 @@ def generate_rlds(
         "train": episodes_of("train", range(episodes - n_val)),
         "val": episodes_of("val", range(episodes - n_val, episodes)),
     }
-    write_rlds(out_dir, image_size, split_episodes, params)
-    bar.close()
+    with bar:
+        write_rlds(out_dir, image_size, split_episodes, params)
     return out_dir
 
 
