@@ -128,6 +128,8 @@ BAD_REQUESTS = {
     "bad base64": (_body(image=_array((32, 32, 3)) | {"__numpy__": "%%%not base64%%%"}), 422),
     "oversized image": (_body(image=_array((MAX_SIDE + 1, 8, 3))), 413),
     "huge declared shape": (_body(image=_array((1, 1, 3)) | {"shape": [10**6, 10**6, 3]}), 413),
+    "shape that wraps int64": (_body(image=_array((1, 1, 3)) | {"shape": [2**62, 4, 3]}), 413),
+    "deeply nested json": ("[" * 100_000 + "]" * 100_000, 400),
     "empty instruction": (_body(instruction="   "), 422),
     "instruction not a string": (_body(instruction=42), 422),
     "unknown unnorm_key": (_body(unnorm_key="bridge_orig"), 422),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,7 @@ def _decode_array(tagged: dict[str, Any], max_bytes: int) -> np.ndarray:
         raise PayloadError(f"Unknown array dtype {descr!r}") from err
     if dtype.kind not in NUMERIC_KINDS or dtype.hasobject or dtype.fields is not None:
         raise PayloadError(f"Array dtype {descr!r} is not allowed; send plain numeric arrays (image: uint8)")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact ints: no overflow
     if expected > max_bytes or len(data) > 4 * (max_bytes // 3 + 1):
         raise PayloadError(f"Array of shape {shape} and dtype {descr} is larger than the {max_bytes}-byte limit", 413)
     try:
@@ -75,6 +76,8 @@ def loads(text: str | bytes, max_array_bytes: int) -> Any:
         return json.loads(text, object_hook=hook)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PayloadError(f"Body is not valid JSON: {err}", 400) from err
+    except RecursionError as err:
+        raise PayloadError("Body JSON is nested too deeply", 400) from err
 
 
 def dumps(value: Any) -> str:
