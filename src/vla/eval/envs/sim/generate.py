@@ -56,7 +56,7 @@ def record_episode(
         action = expert.act(env.scene, env.task)
         next_observation, reward, terminated, truncated, info = env.step(action)
         steps.append({
-            "observation": {"image": observation["image"], "wrist_image": observation["wrist_image"], "state": observation["state"]},
+            "observation": observation,  # image, wrist_image, state
             "action": action,
             "language_instruction": env.language,
             "is_first": t == 0,

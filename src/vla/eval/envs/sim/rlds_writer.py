@@ -69,11 +69,13 @@ class VlaSim(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate_examples(self, make_episodes: Callable[[], Iterable[Episode]]):
         for episode in make_episodes():
-            for step in episode["steps"]:
-                observation = step["observation"]
-                for key in ("image", "wrist_image"):
-                    observation[key] = self._jpeg(observation[key])
-            yield episode["episode_metadata"]["episode_id"], episode
+            steps = [
+                {**step, "observation": {**step["observation"], **{
+                    key: self._jpeg(step["observation"][key]) for key in ("image", "wrist_image")
+                }}}
+                for step in episode["steps"]
+            ]
+            yield episode["episode_metadata"]["episode_id"], {**episode, "steps": steps}
 
     def _jpeg(self, image: np.ndarray) -> bytes:
         """JPEG bytes via PIL: several times faster than tfds's per-image TensorFlow encoding."""
