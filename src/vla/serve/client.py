@@ -15,6 +15,7 @@ import requests
 
 from vla.serve.app import API_KEY_HEADER
 from vla.serve.codec import PayloadError, loads
+from vla.serve.loading import load_policy
 
 
 class Policy(Protocol):
@@ -87,8 +88,6 @@ class LocalPolicy:
     """An exported checkpoint loaded in this process, behind the same ``act`` as :class:`PolicyClient`."""
 
     def __init__(self, checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "float32", quantize: str | None = None):
-        from vla.serve.loading import load_policy
-
         self.model = load_policy(checkpoint, device=device, dtype=dtype, quantize=quantize)
 
     def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
