@@ -248,3 +248,15 @@ def test_unknown_dataset_is_named(own_root):
 def test_loader_needs_a_processor(own_root):
     with pytest.raises(ValueError, match="processor"):
         VLADataModule(own_root).train_dataloader()
+
+
+def test_hsv_conversion_matches_the_reference_definition():
+    import colorsys
+
+    from vla.data.augmentation import hsv_to_rgb, rgb_to_hsv
+
+    rgb = np.random.default_rng(0).uniform(0, 1, (20, 20, 3)).astype(np.float32)
+    rgb[0, 0] = [0.5, 0.5, 0.5]  # grey: hue and saturation 0
+    expected = np.array([colorsys.rgb_to_hsv(*pixel) for pixel in rgb.reshape(-1, 3)]).reshape(rgb.shape)
+    np.testing.assert_allclose(rgb_to_hsv(rgb), expected, atol=1e-6)
+    np.testing.assert_allclose(hsv_to_rgb(rgb_to_hsv(rgb)), rgb, atol=1e-6)
