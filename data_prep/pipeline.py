@@ -23,7 +23,15 @@ from tqdm import tqdm
 
 from vla.data.normalization import NORMALIZATION_KINDS, normalize
 from vla.data.registry import DatasetConfig, EpisodeError, StandardEpisode, get_dataset_config
-from vla.data.shards import FORMAT_VERSION, MANIFEST_FILE, encode_sample, file_sha256, sample_key, write_json_atomic, write_shard
+from vla.data.shards import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    encode_sample,
+    file_sha256,
+    sample_key,
+    write_json_atomic,
+    write_shard,
+)
 from vla.data.statistics import compute_statistics, load_statistics, write_statistics
 
 PROGRESS_DIR = "_progress"
@@ -77,7 +85,8 @@ def _standard_episodes(
     shapes = rlds_reader.image_shapes(builder)
     records = rlds_reader.read_episodes(builder, split.source_split, split.start + first, split.start + stop)
     for index, (metadata, raw) in zip(range(first, stop), records, strict=True):
-        where = f"{dataset} {split.name} episode {index} (file_path={metadata.get('file_path')!r}, episode_id={metadata.get('episode_id')!r})"
+        source_ids = f"file_path={metadata.get('file_path')!r}, episode_id={metadata.get('episode_id')!r}"
+        where = f"{dataset} {split.name} episode {index} ({source_ids})"
         try:
             if not raw:
                 raise EpisodeError(f"{where}: empty episode (no steps)")
@@ -94,14 +103,20 @@ def _scan_task(task: tuple[str, str, SplitSource, int, int, int]) -> list[dict[s
         if isinstance(episode, EpisodeError):
             summaries.append({"split": split.name, "episode_index": index, "error": str(episode)})
             continue
-        image_bytes = sum(len(im) if isinstance(im, bytes) else np.asarray(im).nbytes // 10 for ims in episode.images.values() for im in ims)
-        summaries.append({
-            "split": split.name,
-            "episode_index": index,
-            "actions": episode.actions,
-            "proprio": episode.proprio,
-            "estimated_bytes": image_bytes + len(episode) * (4 + num_views) * _TAR_BYTES_PER_MEMBER,
-        })
+        image_bytes = sum(
+            len(im) if isinstance(im, bytes) else np.asarray(im).nbytes // 10
+            for ims in episode.images.values()
+            for im in ims
+        )
+        summaries.append(
+            {
+                "split": split.name,
+                "episode_index": index,
+                "actions": episode.actions,
+                "proprio": episode.proprio,
+                "estimated_bytes": image_bytes + len(episode) * (4 + num_views) * _TAR_BYTES_PER_MEMBER,
+            }
+        )
     return summaries
 
 
@@ -121,8 +136,12 @@ def _write_task(task: tuple[str, str, SplitSource, dict, dict, str, str]) -> dic
             proprio = normalize(episode.proprio, statistics["proprio"], kind=normalization)
             for t in range(len(episode)):
                 meta = {
-                    "dataset": dataset, "split": split.name, "episode_index": index, "timestep": t,
-                    "file_path": metadata.get("file_path"), "episode_id": metadata.get("episode_id"),
+                    "dataset": dataset,
+                    "split": split.name,
+                    "episode_index": index,
+                    "timestep": t,
+                    "file_path": metadata.get("file_path"),
+                    "episode_id": metadata.get("episode_id"),
                 }
                 images = {view: frames[t] for view, frames in episode.images.items()}
                 yield encode_sample(sample_key(index, t), actions[t], proprio[t], images, episode.instructions[t], meta)
@@ -133,10 +152,12 @@ def _write_task(task: tuple[str, str, SplitSource, dict, dict, str, str]) -> dic
     return entry
 
 
-def _run(fn: Callable[[Any], Any], tasks: list[Any], num_workers: int, desc: str, unit_sizes: list[int]) -> Iterable[Any]:
+def _run(
+    fn: Callable[[Any], Any], tasks: list[Any], num_workers: int, desc: str, unit_sizes: list[int]
+) -> Iterator[Any]:
     """Map in order, in-process (``num_workers == 0``) or over a spawn pool (TensorFlow dislikes fork)."""
     bar = tqdm(total=sum(unit_sizes), desc=desc, unit="ep")
-    if num_workers == 0:
+    if num_workers == 0 or not tasks:
         results: Iterable[Any] = map(fn, tasks)
         pool = None
     else:
@@ -155,19 +176,40 @@ def _run(fn: Callable[[Any], Any], tasks: list[Any], num_workers: int, desc: str
 # === Orchestration ===
 
 
-def _scan(source: str, dataset: str, config: DatasetConfig, splits: list[SplitSource], options: dict[str, Any], num_workers: int, out: Path) -> dict[str, Any]:
+def _scan(
+    source: str,
+    dataset: str,
+    config: DatasetConfig,
+    splits: list[SplitSource],
+    options: dict[str, Any],
+    num_workers: int,
+    out: Path,
+) -> dict[str, Any]:
     """Scan pass: statistics file + shard plan."""
     tasks = [
-        (source, dataset, split, first, min(first + SCAN_CHUNK_EPISODES, split.stop - split.start), len(config.image_views))
+        (
+            source,
+            dataset,
+            split,
+            first,
+            min(first + SCAN_CHUNK_EPISODES, split.stop - split.start),
+            len(config.image_views),
+        )
         for split in splits
         for first in range(0, split.stop - split.start, SCAN_CHUNK_EPISODES)
     ]
-    summaries = [s for chunk in _run(_scan_task, tasks, num_workers, f"scan {dataset}", [t[4] - t[3] for t in tasks]) for s in chunk]
+    summaries = [
+        s
+        for chunk in _run(_scan_task, tasks, num_workers, f"scan {dataset}", [t[4] - t[3] for t in tasks])
+        for s in chunk
+    ]
     bad = [s for s in summaries if "error" in s]
     if bad and not options["skip_bad_episodes"]:
         raise EpisodeError(f"{bad[0]['error']} ({len(bad)} bad episode(s); set skip_bad_episodes=true to skip them)")
     good = [s for s in summaries if "error" not in s]
-    statistics = compute_statistics([s["actions"] for s in good], [s["proprio"] for s in good], config.action_normalization_mask)
+    statistics = compute_statistics(
+        [s["actions"] for s in good], [s["proprio"] for s in good], config.action_normalization_mask
+    )
     sha = write_statistics(out, dataset, statistics)
     target_bytes = options["shard_size_mb"] * 2**20
     plan_splits_ = {}
@@ -183,7 +225,9 @@ def _scan(source: str, dataset: str, config: DatasetConfig, splits: list[SplitSo
         "options": options,
         "statistics_sha256": sha,
         "splits": plan_splits_,
-        "skipped_episodes": [{"split": s["split"], "episode_index": s["episode_index"], "reason": s["error"]} for s in bad],
+        "skipped_episodes": [
+            {"split": s["split"], "episode_index": s["episode_index"], "reason": s["error"]} for s in bad
+        ],
     }
 
 
@@ -194,7 +238,12 @@ def _plan_shards(split: str, summaries: list[dict[str, Any]], target_bytes: floa
     size = 0
     for s in summaries:
         if current is None:
-            current = {"file": f"{split}-{len(shards):06d}.tar", "episodes": [s["episode_index"], s["episode_index"] + 1], "skipped": [], "num_samples": 0}
+            current = {
+                "file": f"{split}-{len(shards):06d}.tar",
+                "episodes": [s["episode_index"], s["episode_index"] + 1],
+                "skipped": [],
+                "num_samples": 0,
+            }
             size = 0
         current["episodes"][1] = s["episode_index"] + 1
         if "error" in s:
@@ -210,14 +259,18 @@ def _plan_shards(split: str, summaries: list[dict[str, Any]], target_bytes: floa
     return [shard for shard in shards if shard["num_samples"]]
 
 
-def _load_or_make_plan(source: str, dataset: str, config: DatasetConfig, options: dict[str, Any], num_workers: int, out: Path) -> dict[str, Any]:
+def _load_or_make_plan(
+    source: str, dataset: str, config: DatasetConfig, options: dict[str, Any], num_workers: int, out: Path
+) -> dict[str, Any]:
     from data_prep import rlds_reader
 
     plan_path = out / PROGRESS_DIR / PLAN_FILE
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
         if plan["options"] != options:
-            raise ValueError(f"{out} was prepared with options {plan['options']}, now {options}; use a fresh output directory")
+            raise ValueError(
+                f"{out} was prepared with options {plan['options']}, now {options}; use a fresh output directory"
+            )
         load_statistics(out, plan["statistics_sha256"])  # missing or changed statistics -> clear error
         return plan
     splits = plan_splits(rlds_reader.split_sizes(_builder(source, dataset)))
@@ -258,11 +311,18 @@ def prepare(
     if shard_size_mb <= 0 or num_workers < 0:
         raise ValueError(f"shard_size_mb must be > 0 and num_workers >= 0 (got {shard_size_mb}, {num_workers})")
     source, out = str(Path(source).resolve()), Path(out)
-    options = {"dataset": dataset, "normalization": normalization.lower(), "shard_size_mb": shard_size_mb, "skip_bad_episodes": skip_bad_episodes}
+    options = {
+        "dataset": dataset,
+        "normalization": normalization.lower(),
+        "shard_size_mb": shard_size_mb,
+        "skip_bad_episodes": skip_bad_episodes,
+    }
     if (out / MANIFEST_FILE).is_file():
         finished = json.loads((out / MANIFEST_FILE).read_text())
         if (finished["dataset"], finished["normalization"]) != (dataset, options["normalization"]):
-            raise ValueError(f"{out} already holds {finished['dataset']} ({finished['normalization']}); use a fresh output directory")
+            raise ValueError(
+                f"{out} already holds {finished['dataset']} ({finished['normalization']}); use a fresh output directory"
+            )
         return out
     progress = out / PROGRESS_DIR
     progress.mkdir(parents=True, exist_ok=True)
@@ -275,11 +335,25 @@ def prepare(
     todo = []
     for k, (name, shard) in enumerate(all_shards):
         recorded = done.get(shard["file"])
-        if k % num_shards != shard_index or (recorded and (out / shard["file"]).is_file() and file_sha256(out / shard["file"]) == recorded["sha256"]):
+        if k % num_shards != shard_index or (
+            recorded and (out / shard["file"]).is_file() and file_sha256(out / shard["file"]) == recorded["sha256"]
+        ):
             continue
         source_split, start, stop = plan["splits"][name]["source"]
-        todo.append((source, dataset, SplitSource(name, source_split, start, stop), shard, statistics, options["normalization"], str(out)))
-    for entry in _run(_write_task, todo, num_workers, f"write {dataset}", [t[3]["episodes"][1] - t[3]["episodes"][0] for t in todo]):
+        todo.append(
+            (
+                source,
+                dataset,
+                SplitSource(name, source_split, start, stop),
+                shard,
+                statistics,
+                options["normalization"],
+                str(out),
+            )
+        )
+    for entry in _run(
+        _write_task, todo, num_workers, f"write {dataset}", [t[3]["episodes"][1] - t[3]["episodes"][0] for t in todo]
+    ):
         done[entry["file"]] = entry
         write_json_atomic(part_path, done)
 
@@ -289,7 +363,9 @@ def prepare(
     return out
 
 
-def _write_manifest(out: Path, dataset: str, config: DatasetConfig, plan: dict[str, Any], recorded: dict[str, dict[str, Any]]) -> None:
+def _write_manifest(
+    out: Path, dataset: str, config: DatasetConfig, plan: dict[str, Any], recorded: dict[str, dict[str, Any]]
+) -> None:
     splits = {
         name: {
             "num_episodes": split["num_episodes"],
@@ -298,14 +374,16 @@ def _write_manifest(out: Path, dataset: str, config: DatasetConfig, plan: dict[s
         }
         for name, split in plan["splits"].items()
     }
-    write_json_atomic(out / MANIFEST_FILE, {
-        "format_version": FORMAT_VERSION,
-        "dataset": dataset,
-        "normalization": plan["options"]["normalization"],
-        "statistics_sha256": plan["statistics_sha256"],
-        "image_views": list(config.image_views),
-        "splits": splits,
-        "skipped_episodes": plan["skipped_episodes"],
-        "complete": True,
-    })
-
+    write_json_atomic(
+        out / MANIFEST_FILE,
+        {
+            "format_version": FORMAT_VERSION,
+            "dataset": dataset,
+            "normalization": plan["options"]["normalization"],
+            "statistics_sha256": plan["statistics_sha256"],
+            "image_views": list(config.image_views),
+            "splits": splits,
+            "skipped_episodes": plan["skipped_episodes"],
+            "complete": True,
+        },
+    )

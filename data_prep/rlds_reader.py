@@ -29,7 +29,10 @@ def builder_dir(source: str | Path, dataset: str) -> Path:
     versions = [p for p in root.glob("*") if (p / "dataset_info.json").is_file()] if root.is_dir() else []
     if not versions:
         raise FileNotFoundError(f"no tfds builder directory (<version>/dataset_info.json) under {root}")
-    return max(versions, key=lambda p: tfds.core.Version(p.name) if tfds.core.Version.is_valid(p.name) else tfds.core.Version("0.0.0"))
+    return max(
+        versions,
+        key=lambda p: tfds.core.Version(p.name) if tfds.core.Version.is_valid(p.name) else tfds.core.Version("0.0.0"),
+    )
 
 
 def open_builder(source: str | Path, dataset: str) -> tfds.core.DatasetBuilder:

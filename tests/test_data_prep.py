@@ -44,58 +44,104 @@ def _episode(rng: np.random.Generator, length: int, nan_action: bool = False, sm
             action[2] = np.nan
         state = rng.normal(0, 0.3, 7).astype(np.float32)
         state[6] = rng.random()
-        steps.append({
-            "observation": {
-                "image": io.BytesIO(_jpeg(rng, (16, 16, 3) if small_image and t == 0 else IMAGE_SHAPE)),
-                "wrist_image": io.BytesIO(_jpeg(rng)),
-                "state": state,
-            },
-            "action": action,
-            "language_instruction": f"pick up the block {length}",
-            "is_first": t == 0, "is_last": t == length - 1, "is_terminal": t == length - 1,
-            "reward": np.float32(t == length - 1), "discount": np.float32(1),
-        })
+        steps.append(
+            {
+                "observation": {
+                    "image": io.BytesIO(_jpeg(rng, (16, 16, 3) if small_image and t == 0 else IMAGE_SHAPE)),
+                    "wrist_image": io.BytesIO(_jpeg(rng)),
+                    "state": state,
+                },
+                "action": action,
+                "language_instruction": f"pick up the block {length}",
+                "is_first": t == 0,
+                "is_last": t == length - 1,
+                "is_terminal": t == length - 1,
+                "reward": np.float32(t == length - 1),
+                "discount": np.float32(1),
+            }
+        )
     return steps
 
 
-def write_sim_rlds(root: Path, splits: dict[str, int], seed: int = 0, nan_episode: int | None = None, small_image_episode: int | None = None) -> Path:
+def write_sim_rlds(
+    root: Path,
+    splits: dict[str, int],
+    seed: int = 0,
+    nan_episode: int | None = None,
+    small_image_episode: int | None = None,
+) -> Path:
     """A real tfds builder directory ``root/vla_sim/1.0.0`` with the given episodes per split."""
     rng = np.random.default_rng(seed)
     episodes = {
         split: [
-            (_episode(rng, int(rng.integers(3, 7)), nan_action=(split == "train" and i == nan_episode),
-                      small_image=(split == "train" and i == small_image_episode)), i)
+            (
+                _episode(
+                    rng,
+                    int(rng.integers(3, 7)),
+                    nan_action=(split == "train" and i == nan_episode),
+                    small_image=(split == "train" and i == small_image_episode),
+                ),
+                i,
+            )
             for i in range(count)
         ]
         for split, count in splits.items()
     }
 
     with tfds.core.registered.skip_registration():  # one builder class per call
+
         class VlaSim(tfds.core.GeneratorBasedBuilder):
             VERSION = tfds.core.Version("1.0.0")
 
             def _info(self) -> tfds.core.DatasetInfo:
                 image = tfds.features.Image(shape=IMAGE_SHAPE, encoding_format="jpeg")
-                return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                    "steps": tfds.features.Dataset({
-                        "observation": {"image": image, "wrist_image": image,
-                                        "state": tfds.features.Tensor(shape=(7,), dtype=np.float32)},
-                        "action": tfds.features.Tensor(shape=(7,), dtype=np.float32),
-                        "language_instruction": tfds.features.Text(),
-                        "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_,
-                        "reward": np.float32, "discount": np.float32,
-                    }),
-                    "episode_metadata": {"file_path": tfds.features.Text(), "episode_id": tfds.features.Text(),
-                                         "task_id": np.int32, "seed": np.int64},
-                }))
+                return tfds.core.DatasetInfo(
+                    builder=self,
+                    features=tfds.features.FeaturesDict(
+                        {
+                            "steps": tfds.features.Dataset(
+                                {
+                                    "observation": {
+                                        "image": image,
+                                        "wrist_image": image,
+                                        "state": tfds.features.Tensor(shape=(7,), dtype=np.float32),
+                                    },
+                                    "action": tfds.features.Tensor(shape=(7,), dtype=np.float32),
+                                    "language_instruction": tfds.features.Text(),
+                                    "is_first": np.bool_,
+                                    "is_last": np.bool_,
+                                    "is_terminal": np.bool_,
+                                    "reward": np.float32,
+                                    "discount": np.float32,
+                                }
+                            ),
+                            "episode_metadata": {
+                                "file_path": tfds.features.Text(),
+                                "episode_id": tfds.features.Text(),
+                                "task_id": np.int32,
+                                "seed": np.int64,
+                            },
+                        }
+                    ),
+                )
 
             def _split_generators(self, dl_manager):
                 return {split: self._generate_examples(split) for split in episodes}
 
             def _generate_examples(self, split):
                 for steps, i in episodes[split]:
-                    yield f"{split}_{i}", {"steps": steps, "episode_metadata": {
-                        "file_path": f"sim/{split}/{i}", "episode_id": f"{split}-{i}", "task_id": i % 3, "seed": i}}
+                    yield (
+                        f"{split}_{i}",
+                        {
+                            "steps": steps,
+                            "episode_metadata": {
+                                "file_path": f"sim/{split}/{i}",
+                                "episode_id": f"{split}-{i}",
+                                "task_id": i % 3,
+                                "seed": i,
+                            },
+                        },
+                    )
 
     builder = VlaSim(data_dir=str(root))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
@@ -113,15 +159,29 @@ def raw_episodes(source: Path, dataset: str, split: str) -> list[dict]:
         features = tf.train.Example.FromString(raw.numpy()).features.feature
         value = {k: getattr(f, f.WhichOneof("kind")).value for k, f in features.items()}
         length = len(value["steps/is_first"])
-        episodes.append({k: (np.asarray(v, dtype=np.float32).reshape(length, -1) if k in ("steps/action", "steps/observation/state") else list(v))
-                         for k, v in value.items()})
+        episodes.append(
+            {
+                k: (
+                    np.asarray(v, dtype=np.float32).reshape(length, -1)
+                    if k in ("steps/action", "steps/observation/state")
+                    else list(v)
+                )
+                for k, v in value.items()
+            }
+        )
     return episodes
 
 
 def reference_stats(values: np.ndarray) -> dict[str, np.ndarray]:
     values = values.astype(np.float32)
-    return {"mean": values.mean(0), "std": values.std(0), "min": values.min(0), "max": values.max(0),
-            "q01": np.quantile(values, 0.01, axis=0), "q99": np.quantile(values, 0.99, axis=0)}
+    return {
+        "mean": values.mean(0),
+        "std": values.std(0),
+        "min": values.min(0),
+        "max": values.max(0),
+        "q01": np.quantile(values, 0.01, axis=0),
+        "q99": np.quantile(values, 0.99, axis=0),
+    }
 
 
 def reference_normalize(x: np.ndarray, stats: dict, mask: list[bool]) -> np.ndarray:
@@ -138,7 +198,9 @@ def assert_stats_close(actual: dict, expected: dict) -> None:
 
 def shard_samples(directory: Path, split: str) -> list[dict]:
     manifest = json.loads((directory / "manifest.json").read_text())
-    return [decode_sample(s) for shard in manifest["splits"][split]["shards"] for s in iter_shard(directory / shard["file"])]
+    return [
+        decode_sample(s) for shard in manifest["splits"][split]["shards"] for s in iter_shard(directory / shard["file"])
+    ]
 
 
 def tree_bytes(directory: Path) -> dict[str, bytes]:
@@ -155,7 +217,9 @@ def sim_source(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(sim_source, tmp_path_factory) -> Path:
-    return prepare(dataset="vla_sim", source=sim_source, out=tmp_path_factory.mktemp("prepared") / "vla_sim", shard_size_mb=0.02)
+    return prepare(
+        dataset="vla_sim", source=sim_source, out=tmp_path_factory.mktemp("prepared") / "vla_sim", shard_size_mb=0.02
+    )
 
 
 # === Sim dataset written here ===
@@ -181,7 +245,9 @@ def test_shards_hold_normalized_transitions_and_source_jpeg_bytes(sim_source, pr
     for split in ("train", "val"):
         samples = shard_samples(prepared, split)
         raw = raw_episodes(sim_source, "vla_sim", split)
-        assert len(samples) == sum(len(e["steps/is_first"]) for e in raw) == manifest["splits"][split]["num_transitions"]
+        assert (
+            len(samples) == sum(len(e["steps/is_first"]) for e in raw) == manifest["splits"][split]["num_transitions"]
+        )
         for sample in samples:
             meta = sample["meta"]
             episode, t = raw[meta["episode_index"]], meta["timestep"]
@@ -190,7 +256,9 @@ def test_shards_hold_normalized_transitions_and_source_jpeg_bytes(sim_source, pr
             assert meta["file_path"] == episode["episode_metadata/file_path"][0].decode()
             assert meta["episode_id"] == episode["episode_metadata/episode_id"][0].decode()
             assert sample["action"].dtype == np.float32
-            np.testing.assert_array_equal(sample["action"], reference_normalize(episode["steps/action"][t], stats["action"], [True] * 6 + [False]))
+            np.testing.assert_array_equal(
+                sample["action"], reference_normalize(episode["steps/action"][t], stats["action"], [True] * 6 + [False])
+            )
             state = episode["steps/observation/state"][t]
             proprio = np.concatenate([state[:6], [0], state[6:]]).astype(np.float32)
             np.testing.assert_array_equal(sample["proprio"], reference_normalize(proprio, stats["proprio"], [True] * 8))
@@ -242,7 +310,9 @@ def test_nan_action_names_the_episode_or_is_skipped(tmp_path):
     source = write_sim_rlds(tmp_path / "rlds", {"train": 3, "val": 1}, seed=1, nan_episode=1)
     bad = [i for i, e in enumerate(raw_episodes(source, "vla_sim", "train")) if np.isnan(e["steps/action"]).any()]
     assert len(bad) == 1
-    with pytest.raises(EpisodeError, match=rf"train episode {bad[0]} .*'sim/train/1'.*non-finite action nan at step 1, dim 2"):
+    with pytest.raises(
+        EpisodeError, match=rf"train episode {bad[0]} .*'sim/train/1'.*non-finite action nan at step 1, dim 2"
+    ):
         prepare(dataset="vla_sim", source=source, out=tmp_path / "strict")
     out = prepare(dataset="vla_sim", source=source, out=tmp_path / "lenient", skip_bad_episodes=True)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -30,7 +30,10 @@ def reference_bridge(episode: dict) -> tuple[np.ndarray, np.ndarray, list[bytes]
 
 def test_bridge_sample_matches_reference(bridge_rlds_dir, tmp_path):
     out = prepare(dataset="bridge_dataset", source=bridge_rlds_dir, out=tmp_path / "bridge")
-    refs = {split: [reference_bridge(e) for e in raw_episodes(bridge_rlds_dir, "bridge_dataset", split)] for split in ("train", "val")}
+    refs = {
+        split: [reference_bridge(e) for e in raw_episodes(bridge_rlds_dir, "bridge_dataset", split)]
+        for split in ("train", "val")
+    }
     actions = np.concatenate([a for split in refs.values() for a, _, _ in split])
     proprio = np.concatenate([p for split in refs.values() for _, p, _ in split])
     stats = json.loads((out / "dataset_statistics.json").read_text())["bridge_dataset"]
@@ -44,6 +47,8 @@ def test_bridge_sample_matches_reference(bridge_rlds_dir, tmp_path):
         ref_actions, ref_proprio, ref_images = refs["train"][sample["meta"]["episode_index"]]
         t = sample["meta"]["timestep"]
         np.testing.assert_array_equal(sample["action"], reference_normalize(ref_actions[t], stats["action"], mask))
-        np.testing.assert_array_equal(sample["proprio"], reference_normalize(ref_proprio[t], stats["proprio"], [True] * 8))
+        np.testing.assert_array_equal(
+            sample["proprio"], reference_normalize(ref_proprio[t], stats["proprio"], [True] * 8)
+        )
         assert sample["image_primary"] == ref_images[t]
     load_prepared(out).verify()

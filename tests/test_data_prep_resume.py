@@ -21,7 +21,9 @@ def sim_source(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def prepared(sim_source, tmp_path_factory) -> Path:
     """The reference: one uninterrupted in-process run."""
-    return prepare(dataset="vla_sim", source=sim_source, out=tmp_path_factory.mktemp("prepared") / "vla_sim", shard_size_mb=0.02)
+    return prepare(
+        dataset="vla_sim", source=sim_source, out=tmp_path_factory.mktemp("prepared") / "vla_sim", shard_size_mb=0.02
+    )
 
 
 def test_interrupted_prep_resumes_to_identical_bytes(sim_source, prepared, tmp_path, monkeypatch):
@@ -77,7 +79,9 @@ def test_hydra_cli_config_instantiates_prepare(sim_source, prepared, tmp_path):
 
     out = tmp_path / "vla_sim"
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
-        cfg = compose("data_prep", overrides=["dataset=vla_sim", f"source={sim_source}", f"out={out}", "shard_size_mb=0.02"])
+        cfg = compose(
+            "data_prep", overrides=["dataset=vla_sim", f"source={sim_source}", f"out={out}", "shard_size_mb=0.02"]
+        )
     assert Path(instantiate(cfg.prepare)) == out
     assert tree_bytes(out) == tree_bytes(prepared)
 

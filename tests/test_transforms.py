@@ -14,9 +14,24 @@ from vla.data import transforms as T
 from vla.data.registry import DATASET_CONFIGS, EpisodeError, get_dataset_config
 
 REQUIRED_DATASETS = [
-    "bridge_orig", "bridge_dataset", "bridge_oxe", "libero_spatial_no_noops", "libero_object_no_noops",
-    "libero_goal_no_noops", "libero_10_no_noops", "fractal20220817_data", "kuka", "taco_play", "jaco_play",
-    "berkeley_cable_routing", "roboturk", "viola", "toto", "language_table", "droid", "vla_sim",
+    "bridge_orig",
+    "bridge_dataset",
+    "bridge_oxe",
+    "libero_spatial_no_noops",
+    "libero_object_no_noops",
+    "libero_goal_no_noops",
+    "libero_10_no_noops",
+    "fractal20220817_data",
+    "kuka",
+    "taco_play",
+    "jaco_play",
+    "berkeley_cable_routing",
+    "roboturk",
+    "viola",
+    "toto",
+    "language_table",
+    "droid",
+    "vla_sim",
 ]
 
 
@@ -65,7 +80,9 @@ def test_bridge_orig_drops_first_and_last_step_and_relabels_from_states():
     assert len(out) == 8
     np.testing.assert_allclose(out.actions[:, :6], state[2:, :6] - state[1:-1, :6])
     np.testing.assert_array_equal(out.actions[:, 6], np.float32([1, 1, 0, 0, 0, 0, 1, 1]))
-    np.testing.assert_array_equal(out.proprio, np.concatenate([state[1:-1, :6], np.zeros((8, 1)), state[1:-1, 6:]], axis=1))
+    np.testing.assert_array_equal(
+        out.proprio, np.concatenate([state[1:-1, :6], np.zeros((8, 1)), state[1:-1, 6:]], axis=1)
+    )
     assert out.instructions[0] == "put the cup in the sink" and len(out.images["primary"]) == 8
 
 
@@ -74,8 +91,11 @@ def test_libero_flips_gripper_and_keeps_two_gripper_states():
     state = np.arange(length * 8, dtype=np.float32).reshape(length, 8)
     action = np.zeros((length, 7), dtype=np.float32)
     action[:, -1] = [-1, 1, 0.5, 2]
-    episode = {"observation": {"state": state, "image": _images(length), "wrist_image": _images(length)},
-               "action": action, "language_instruction": np.array([b"x"] * length, dtype=object)}
+    episode = {
+        "observation": {"state": state, "image": _images(length), "wrist_image": _images(length)},
+        "action": action,
+        "language_instruction": np.array([b"x"] * length, dtype=object),
+    }
     out = get_dataset_config("libero_spatial_no_noops").standardize(episode, "libero test")
     np.testing.assert_array_equal(out.actions[:, -1], np.float32([1, 0, 0.5, 0]))
     assert out.proprio.shape == (length, 9)  # EEF(6) + pad + 2-D gripper state, as OpenVLA
@@ -88,12 +108,17 @@ def test_kuka_decodes_zlib_state_and_language_table_decodes_codepoints():
     episode = {
         "observation": {
             "image": _images(length),
-            "clip_function_input/base_pose_tool_reached": np.array([zlib.compress(p.tobytes()) for p in pose], dtype=object),
+            "clip_function_input/base_pose_tool_reached": np.array(
+                [zlib.compress(p.tobytes()) for p in pose], dtype=object
+            ),
             "gripper_closed": np.array([zlib.compress(np.float32([g]).tobytes()) for g in (0, 1)], dtype=object),
             "natural_language_instruction": np.array([b"pick"] * length, dtype=object),
         },
-        "action": {"world_vector": np.ones((length, 3)), "rotation_delta": np.zeros((length, 3)),
-                   "gripper_closedness_action": np.array([[1.0], [0.0]])},
+        "action": {
+            "world_vector": np.ones((length, 3)),
+            "rotation_delta": np.zeros((length, 3)),
+            "gripper_closedness_action": np.array([[1.0], [0.0]]),
+        },
     }
     out = get_dataset_config("kuka").standardize(episode, "kuka test")
     np.testing.assert_array_equal(out.proprio, np.concatenate([pose, [[0], [1]]], axis=1))
@@ -101,8 +126,10 @@ def test_kuka_decodes_zlib_state_and_language_table_decodes_codepoints():
 
     text = np.zeros((length, 8), dtype=np.int32)
     text[:, :4] = [ord(c) for c in "push"]
-    table = {"observation": {"rgb": _images(length), "instruction": text, "effector_translation": np.ones((length, 2))},
-             "action": np.full((length, 2), 0.5, dtype=np.float32)}
+    table = {
+        "observation": {"rgb": _images(length), "instruction": text, "effector_translation": np.ones((length, 2))},
+        "action": np.full((length, 2), 0.5, dtype=np.float32),
+    }
     out = get_dataset_config("language_table").standardize(table, "language_table test")
     assert out.instructions == ["push", "push"]
     np.testing.assert_array_equal(out.actions[0], np.float32([0.5, 0.5, 0, 0, 0, 0, 1]))
@@ -115,7 +142,11 @@ def test_registry_covers_openvla_datasets_with_eef_pos_masks():
         config = get_dataset_config(name)
         assert config.action_normalization_mask == [True] * 6 + [False]
         assert config.image_views[0] == "primary"
-    assert get_dataset_config("vla_sim").image_obs_keys == {"primary": "image", "secondary": None, "wrist": "wrist_image"}
+    assert get_dataset_config("vla_sim").image_obs_keys == {
+        "primary": "image",
+        "secondary": None,
+        "wrist": "wrist_image",
+    }
     with pytest.raises(ValueError, match="Unknown dataset 'nope'"):
         get_dataset_config("nope")
 
@@ -123,8 +154,11 @@ def test_registry_covers_openvla_datasets_with_eef_pos_masks():
 def _sim_episode(length: int = 3, **overrides) -> dict:
     rng = np.random.default_rng(1)
     episode = {
-        "observation": {"image": _images(length), "wrist_image": _images(length),
-                        "state": rng.normal(size=(length, 7)).astype(np.float32)},
+        "observation": {
+            "image": _images(length),
+            "wrist_image": _images(length),
+            "state": rng.normal(size=(length, 7)).astype(np.float32),
+        },
         "action": rng.normal(size=(length, 7)).astype(np.float32),
         "language_instruction": np.array([b"lift"] * length, dtype=object),
     }
@@ -142,7 +176,10 @@ def test_bad_episodes_raise_errors_naming_the_episode():
     del missing["observation"]["wrist_image"]
     with pytest.raises(EpisodeError, match=r"ep 7: missing image key 'wrist_image' for view 'wrist'"):
         config.standardize(missing, "ep 7")
-    with pytest.raises(EpisodeError, match=r"ep 7 step 0 image 'image': image shape \(8, 8, 3\) does not match the expected \(16, 16, 3\)"):
+    with pytest.raises(
+        EpisodeError,
+        match=r"ep 7 step 0 image 'image': image shape \(8, 8, 3\) does not match the expected \(16, 16, 3\)",
+    ):
         config.standardize(_sim_episode(), "ep 7", {"image": (16, 16, 3)})
     broken = _sim_episode(image=np.array([b"not a jpeg"] * 3, dtype=object))
     with pytest.raises(EpisodeError, match="ep 7 step 0 image 'image': unreadable image"):

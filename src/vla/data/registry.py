@@ -76,9 +76,13 @@ class DatasetConfig:
             return [True] * 6 + [False]
         if self.action_encoding is ActionEncoding.EEF_R6:
             return [True] * 9 + [False]
-        raise ValueError(f"Only EEF_POS and EEF_R6 actions are supported (as in OpenVLA), got {self.action_encoding.name}")
+        raise ValueError(
+            f"Only EEF_POS and EEF_R6 actions are supported (as in OpenVLA), got {self.action_encoding.name}"
+        )
 
-    def standardize(self, episode: T.Episode, where: str, image_shapes: dict[str, tuple] | None = None) -> StandardEpisode:
+    def standardize(
+        self, episode: T.Episode, where: str, image_shapes: dict[str, tuple] | None = None
+    ) -> StandardEpisode:
         """Apply the transform and OpenVLA's restructuring; validate actions, proprio and images.
 
         ``where`` names the episode in errors; ``image_shapes`` maps observation keys to the shape the
@@ -183,7 +187,9 @@ DATASET_CONFIGS: dict[str, DatasetConfig] = {
     "libero_object_no_noops": _LIBERO,
     "libero_goal_no_noops": _LIBERO,
     "libero_10_no_noops": _LIBERO,
-    "fractal20220817_data": _config("image", ("base_pose_tool_reached", "gripper_closed"), _SE.POS_QUAT, T.rt1_transform),
+    "fractal20220817_data": _config(
+        "image", ("base_pose_tool_reached", "gripper_closed"), _SE.POS_QUAT, T.rt1_transform
+    ),
     "kuka": _config(
         "image", ("clip_function_input/base_pose_tool_reached", "gripper_closed"), _SE.POS_QUAT, T.kuka_transform
     ),
@@ -194,18 +200,28 @@ DATASET_CONFIGS: dict[str, DatasetConfig] = {
         "image", ("state_eef", None, "state_gripper"), _SE.POS_EULER, T.jaco_play_transform, wrist="image_wrist"
     ),
     "berkeley_cable_routing": _config(
-        "image", ("robot_state", None), _SE.JOINT, T.berkeley_cable_routing_transform,
-        secondary="top_image", wrist="wrist45_image",
+        "image",
+        ("robot_state", None),
+        _SE.JOINT,
+        T.berkeley_cable_routing_transform,
+        secondary="top_image",
+        wrist="wrist45_image",
     ),
     "roboturk": _config("front_rgb", (None,) * 8, _SE.NONE, T.roboturk_transform),
     "viola": _config(
         "agentview_rgb", ("joint_states", "gripper_states"), _SE.JOINT, T.viola_transform, wrist="eye_in_hand_rgb"
     ),
     "toto": _config("image", ("state", None), _SE.JOINT, T.toto_transform),
-    "language_table": _config("rgb", ("effector_translation",) + (None,) * 6, _SE.POS_EULER, T.language_table_transform),
+    "language_table": _config(
+        "rgb", ("effector_translation",) + (None,) * 6, _SE.POS_EULER, T.language_table_transform
+    ),
     "droid": _config(
-        "exterior_image_1_left", ("proprio",), _SE.POS_QUAT, T.droid_transform,
-        secondary="exterior_image_2_left", wrist="wrist_image_left",
+        "exterior_image_1_left",
+        ("proprio",),
+        _SE.POS_QUAT,
+        T.droid_transform,
+        secondary="exterior_image_2_left",
+        wrist="wrist_image_left",
     ),
     "vla_sim": _config("image", _EEF_PAD_GRIPPER, _SE.POS_EULER, T.vla_sim_transform, wrist="wrist_image"),
 }

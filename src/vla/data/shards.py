@@ -41,7 +41,11 @@ def to_jpeg(image: bytes | np.ndarray) -> bytes:
     """Source JPEG bytes pass through unchanged; other encodings and raw arrays are JPEG-encoded once."""
     if isinstance(image, bytes | np.bytes_) and bytes(image[:3]) == JPEG_MAGIC:
         return bytes(image)
-    pixels = Image.open(io.BytesIO(bytes(image))).convert("RGB") if isinstance(image, bytes | np.bytes_) else Image.fromarray(np.asarray(image))
+    pixels = (
+        Image.open(io.BytesIO(bytes(image))).convert("RGB")
+        if isinstance(image, bytes | np.bytes_)
+        else Image.fromarray(np.asarray(image))
+    )
     out = io.BytesIO()
     pixels.save(out, format="JPEG", quality=JPEG_QUALITY)
     return out.getvalue()
@@ -146,7 +150,9 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
         raise FileNotFoundError(f"missing {manifest_path}: not a prepared dataset, or data_prep has not finished")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{manifest_path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise ValueError(
+            f"{manifest_path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     if manifest.get("complete") is not True:
         raise ValueError(f"{manifest_path}: preparation incomplete; re-run data_prep to resume")
     statistics = load_statistics(root, manifest["statistics_sha256"])
