@@ -88,8 +88,6 @@ def _standard_episodes(
         source_ids = f"file_path={metadata.get('file_path')!r}, episode_id={metadata.get('episode_id')!r}"
         where = f"{dataset} {split.name} episode {index} ({source_ids})"
         try:
-            if not raw:
-                raise EpisodeError(f"{where}: empty episode (no steps)")
             yield index, metadata, config.standardize(raw, where, shapes)
         except EpisodeError as error:
             yield index, metadata, error

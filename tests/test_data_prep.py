@@ -69,6 +69,7 @@ def write_sim_rlds(
     seed: int = 0,
     nan_episode: int | None = None,
     small_image_episode: int | None = None,
+    empty_episode: int | None = None,
 ) -> Path:
     """A real tfds builder directory ``root/vla_sim/1.0.0`` with the given episodes per split."""
     rng = np.random.default_rng(seed)
@@ -77,7 +78,7 @@ def write_sim_rlds(
             (
                 _episode(
                     rng,
-                    int(rng.integers(3, 7)),
+                    0 if (split == "train" and i == empty_episode) else int(rng.integers(3, 7)),
                     nan_action=(split == "train" and i == nan_episode),
                     small_image=(split == "train" and i == small_image_episode),
                 ),
@@ -162,7 +163,7 @@ def raw_episodes(source: Path, dataset: str, split: str) -> list[dict]:
         episodes.append(
             {
                 k: (
-                    np.asarray(v, dtype=np.float32).reshape(length, -1)
+                    np.asarray(v, dtype=np.float32).reshape(length, 7)
                     if k in ("steps/action", "steps/observation/state")
                     else list(v)
                 )
@@ -327,6 +328,18 @@ def test_wrong_image_shape_names_the_episode(tmp_path):
     source = write_sim_rlds(tmp_path / "rlds", {"train": 2, "val": 1}, seed=2, small_image_episode=0)
     with pytest.raises(EpisodeError, match=r"train episode \d .*'sim/train/0'.*step 0 image 'image'.*\(16, 16, 3\)"):
         prepare(dataset="vla_sim", source=source, out=tmp_path / "out")
+
+
+def test_empty_episode_names_the_episode_or_is_skipped(tmp_path):
+    source = write_sim_rlds(tmp_path / "rlds", {"train": 3, "val": 1}, seed=5, empty_episode=2)
+    empty = [i for i, e in enumerate(raw_episodes(source, "vla_sim", "train")) if not e.get("steps/is_first")]
+    assert len(empty) == 1
+    with pytest.raises(EpisodeError, match=rf"train episode {empty[0]} .*'sim/train/2'.*empty episode"):
+        prepare(dataset="vla_sim", source=source, out=tmp_path / "strict")
+    out = prepare(dataset="vla_sim", source=source, out=tmp_path / "lenient", skip_bad_episodes=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["episode_index"] for s in manifest["skipped_episodes"]] == empty
+    assert manifest["splits"]["train"]["num_episodes"] == 2
 
 
 def test_source_without_val_gets_deterministic_95_5_split(tmp_path):
