@@ -6,7 +6,8 @@ Rows, all measured in this run on the same images:
   (b) a tf.data pipeline over the original RLDS TFRecords doing the same JPEG decode + resize
       (OpenVLA's resize: lanczos3 with antialias), 2 parallel calls, batch 32;
   (c) the raw limit: PIL JPEG decode + bicubic resize in a plain single-process loop.
-Ratios are against (c). Each row runs ``--rounds`` times, interleaved, and keeps its best round,
+Ratios are against (c). A second table splits (a)'s per-sample cost into its stages, timed in one
+process over the same shards, to show where the loader's time goes. Each row runs ``--rounds`` times, interleaved, and keeps its best round,
 because the machine is shared. Usage: ``python bench/bench_loader.py [--source DIR]``.
 """
 
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 
 from vla.data import VLADataModule
+from vla.data.datamodule import Shard, iter_raw_samples
 from vla.data.shards import iter_shard, load_prepared
 from vla.models import build_vla
 
@@ -84,6 +86,33 @@ def raw_limit_run(jpegs: list[bytes], samples: int) -> Callable[[], int]:
     return run
 
 
+def stage_breakdown(prepared: Path, processor, samples: int) -> dict[str, float]:
+    """Milliseconds per sample for each cumulative stage of (a), in a single process."""
+    path = load_prepared(prepared).shard_paths("train")[0]
+    shard = Shard(path, sum(1 for _ in iter_shard(path)))
+    start = time.perf_counter()
+    unique = list(iter_raw_samples(shard, RLDS_NAME))
+    read = (time.perf_counter() - start) / len(unique)
+    raws = [unique[i % len(unique)] for i in range(samples)]
+    images, tokenized = [], []
+    start = time.perf_counter()
+    for raw in raws:
+        with Image.open(io.BytesIO(raw["image_primary.jpg"])) as jpeg:
+            images.append(np.asarray(processor.image_transform.resize(jpeg.convert("RGB"))))
+    decode = (time.perf_counter() - start) / samples
+    start = time.perf_counter()
+    for raw, image in zip(raws, images):
+        action = np.load(io.BytesIO(raw["action.npy"]), allow_pickle=False)
+        tokenized.append(processor.training_sample(image, raw["instruction.txt"].decode(), action))
+    process = (time.perf_counter() - start) / samples
+    start = time.perf_counter()
+    for i in range(0, samples - BATCH + 1, BATCH):
+        processor.collate(tokenized[i:i + BATCH])
+    collate = (time.perf_counter() - start) / (samples // BATCH * BATCH)
+    return {"read tar members": read * 1e3, "JPEG decode + resize to 224": decode * 1e3,
+            "normalize (2 views, float32) + tokenize": process * 1e3, "collate (stack + pad)": collate * 1e3}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="RLDS root holding bridge_dataset/1.0.0")
@@ -104,6 +133,7 @@ def main() -> None:
             "(c) raw JPEG decode+resize, 1 process": raw_limit_run(jpegs, args.samples),
         }
         best = {name: 0.0 for name in rows}
+        stages = stage_breakdown(prepared, processor, min(args.samples, 256))
         for _ in range(args.rounds):
             for name, run in rows.items():
                 start = time.perf_counter()
@@ -117,6 +147,10 @@ def main() -> None:
     print(f"|{'-' * 50}|{'-' * 11}|{'-' * 8}|")
     for name, rate in best.items():
         print(f"| {name:<48} | {rate:>9.1f} | {rate / limit:>5.2f}x |")
+    print(f"\n| {'stage of (a), 1 process':<48} | {'ms/sample':>9} |")
+    print(f"|{'-' * 50}|{'-' * 11}|")
+    for name, ms in stages.items():
+        print(f"| {name:<48} | {ms:>9.2f} |")
 
 
 if __name__ == "__main__":
