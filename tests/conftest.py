@@ -41,3 +41,18 @@ def tiny_vla():
 
     torch.manual_seed(0)
     return build_vla("tiny-dinosiglip-224px", "tiny-llama", norm_stats=stats).eval()
+
+
+@pytest.fixture(scope="session")
+def sim_data_root(tmp_path_factory) -> Path:
+    """A small built-in sim dataset (RLDS -> prepared shards), made once per session.
+
+    Returns the data root holding ``vla_sim/`` (the layout ``VLADataModule`` reads).
+    """
+    from data_prep import prepare
+    from vla.eval.envs.sim.generate import generate_rlds
+
+    base = tmp_path_factory.mktemp("sim_data")
+    rlds = generate_rlds(base / "rlds", episodes=12, seed=0, image_size=224, progress=False)
+    prepare(dataset="vla_sim", source=rlds, out=base / "prepared" / "vla_sim")
+    return base / "prepared"

@@ -49,9 +49,12 @@ def test_forward_backward_shapes_and_patch_labels(tiny_vla):
     batch = _batch(vla, 3)
     assert batch["pixel_values"].shape == (3, 6, 224, 224)  # fused: DINOv2 + SigLIP views
     out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
-    seq = batch["input_ids"].shape[1] + vla.num_patches
+    vocab = vla.llm_backbone.llm.get_input_embeddings().num_embeddings
     assert vla.num_patches == 256
-    assert out.logits.shape == (3, seq, vla.llm_backbone.llm.get_input_embeddings().num_embeddings)
+    assert out.logits.shape == (3 * 8, vocab) and out.targets.shape == (3 * 8,)  # labelled positions only
+    with torch.no_grad():
+        full = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+    assert full.logits.shape == (3, batch["input_ids"].shape[1] + vla.num_patches, vocab)
     out.loss.backward()
     grads = {n: p.grad for n, p in vla.named_parameters()}
     for prefix in ("vision_backbone.featurizer.", "vision_backbone.fused_featurizer.", "projector.fc1", "projector.fc3", "llm_backbone.llm.model.layers.1."):
@@ -69,8 +72,9 @@ def test_loss_equals_manual_cross_entropy_on_action_tokens(tiny_vla):
     batch = _batch(tiny_vla, 2)
     with torch.no_grad():
         out = tiny_vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+        full = tiny_vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
     _, _, mm_labels = tiny_vla.embed_multimodal(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
-    logits = out.logits[:, :-1].reshape(-1, out.logits.shape[-1]).float()
+    logits = full.logits[:, :-1].reshape(-1, full.logits.shape[-1]).float()
     manual = torch.nn.functional.cross_entropy(logits, mm_labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
     assert out.loss.item() == pytest.approx(manual.item(), rel=1e-5)
 
@@ -126,7 +130,8 @@ def test_tiny_model_overfits_one_batch():
         opt.step()
         losses.append(out.loss.item())
     assert losses[-1] < losses[0] / 10, losses[::5]
-    metrics = vla.action_metrics(vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).logits, batch["labels"])
+    out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+    metrics = vla.action_metrics(out.logits, out.targets)
     assert metrics["count"].item() == 14 and metrics["accuracy"].item() > 0.3  # chance is 1/256
 
 

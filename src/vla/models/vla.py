@@ -9,6 +9,7 @@ un-normalization with the dataset statistics stored in the model (``norm_stats``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,15 @@ from vla.models.projectors import build_projector
 from vla.models.vision import VisionBackbone
 
 DEFAULT_ACTION_DIM = 7
+
+
+@dataclass
+class LabelledOutput:
+    """Training output: the loss and the logits/targets at labelled positions only ([N, V], [N])."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    targets: torch.Tensor
 
 
 class VLA(nn.Module):
@@ -92,19 +102,31 @@ class VLA(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None):
-        """HF causal-LM output over the multimodal sequence (``loss`` when labels are given)."""
+        """Without ``labels``: the HF causal-LM output (logits at every multimodal position).
+
+        With ``labels``: a :class:`LabelledOutput` whose loss is HF's shifted causal-LM loss, with the
+        output head applied only at the labelled positions (7 action tokens + stop token instead of
+        ~290 positions of a 32k-wide vocabulary: the bulk of a small model's training compute).
+        """
         embeds, mask, mm_labels = self.embed_multimodal(pixel_values, input_ids, attention_mask, labels)
-        return self.llm_backbone(inputs_embeds=embeds, attention_mask=mask, labels=mm_labels, use_cache=False)
+        if mm_labels is None:
+            return self.llm_backbone(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+        llm = self.llm_backbone.llm
+        hidden = llm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        targets = mm_labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = llm.get_output_embeddings()(hidden[:, :-1][keep])
+        loss = nn.functional.cross_entropy(logits.float(), targets[keep])
+        return LabelledOutput(loss=loss, logits=logits, targets=targets[keep])
 
     @torch.no_grad()
-    def action_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """OpenVLA's action-token accuracy and L1 (normalized space) from multimodal logits and text labels.
+    def action_metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """OpenVLA's action-token accuracy and L1 (normalized space) over labelled positions.
 
-        Logits at position ``num_patches + t`` predict text label ``t + 1``; only positions whose
-        label is an action token count.
+        ``logits`` [N, V] and ``targets`` [N] as in :class:`LabelledOutput`; only targets that are
+        action tokens count (not the stop token).
         """
-        preds = logits[:, self.num_patches:-1].argmax(dim=-1)
-        targets = labels[:, 1:]
+        preds = logits.argmax(dim=-1)
         mask = self.action_tokenizer.is_action_token(targets)
         correct = ((preds == targets) & mask).sum()
         count = mask.sum()
@@ -114,7 +136,6 @@ class VLA(nn.Module):
             "count": count,
             "accuracy": correct.float() / count.clamp(min=1),
             "l1": l1.mean() if l1.numel() else torch.zeros((), device=logits.device, dtype=torch.float64),
-            "l1_sum": l1.sum(),
         }
 
     # ------------------------------------------------------------------ inference

@@ -8,7 +8,6 @@ statistics, the stage and LoRA settings) is stored in it, next to Lightning's fu
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from typing import Any
 
 import lightning.pytorch as pl
@@ -91,7 +90,7 @@ class VLATrainingModule(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def _shared_step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         out = self.vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
-        metrics = self.vla.action_metrics(out.logits, batch["labels"])
+        metrics = self.vla.action_metrics(out.logits, out.targets)
         batch_size = batch["input_ids"].shape[0]
         on_step = split == "train"
         for name, value, weight in (
@@ -100,25 +99,26 @@ class VLATrainingModule(pl.LightningModule):
             ("l1", metrics["l1"].float(), metrics["count"]),
         ):
             metric = self.metrics[f"{split}_{name}"]
-            metric.update(value, weight)
+            metric(value, weight)  # forward: this batch's value for on_step, accumulated for on_epoch
             self.log(f"{split}/{name}", metric, on_step=on_step, on_epoch=True, prog_bar=name != "l1",
                      batch_size=batch_size, sync_dist=False)
-        self._log_per_dataset(out.logits, batch, split, on_step)
+        self._log_per_dataset(out, batch, split, on_step)
         return out.loss
 
-    def _log_per_dataset(self, logits: torch.Tensor, batch: dict[str, Any], split: str, on_step: bool) -> None:
+    def _log_per_dataset(self, out, batch: dict[str, Any], split: str, on_step: bool) -> None:
         """Per-dataset action accuracy / L1 when the batch mixes several datasets."""
         names = batch.get("dataset_name")
         if not names or len(set(names)) < 2:
             return
-        rows: dict[str, list[int]] = defaultdict(list)
-        for i, name in enumerate(names):
-            rows[name].append(i)
-        for name, index in rows.items():
-            idx = torch.tensor(index, device=logits.device)
-            m = self.vla.action_metrics(logits[idx], batch["labels"][idx])
-            self.log(f"{split}/{name}/action_accuracy", m["accuracy"], on_step=on_step, on_epoch=True, batch_size=len(index))
-            self.log(f"{split}/{name}/l1", m["l1"].float(), on_step=on_step, on_epoch=True, batch_size=len(index))
+        # Labelled positions come row by row: map each back to its example's dataset.
+        rows = (batch["labels"][:, 1:] != -100).sum(dim=1)
+        owner = [name for name, n in zip(names, rows.tolist()) for _ in range(n)]
+        for name in sorted(set(names)):
+            idx = torch.tensor([i for i, o in enumerate(owner) if o == name], device=out.logits.device)
+            m = self.vla.action_metrics(out.logits[idx], out.targets[idx])
+            n_rows = names.count(name)
+            self.log(f"{split}/{name}/action_accuracy", m["accuracy"], on_step=on_step, on_epoch=True, batch_size=n_rows)
+            self.log(f"{split}/{name}/l1", m["l1"].float(), on_step=on_step, on_epoch=True, batch_size=n_rows)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

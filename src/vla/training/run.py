@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -73,9 +73,12 @@ def resolve_resume(resume: str | None, checkpoint_dir: Path) -> str | None:
     return str(path)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job; returns the final metrics (also written to <run dir>/metrics.json)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Run one training job; returns the final metrics (also written to <run dir>/metrics.json).
+
+    ``callbacks`` are added to the Trainer's (e.g. monitoring hooks of a caller).
+    """
+    run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.data.get("embedded"):
         ensure_embedded_data(cfg.data.embedded)
@@ -92,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                   every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=-1, save_last=True)
     strategy = build_strategy(strategy_cfg)
     plugins = [AtomicCheckpointIO()] if strategy == "auto" else []
-    trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints], plugins=plugins)
+    trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints, *callbacks], plugins=plugins)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, checkpoint_dir))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
