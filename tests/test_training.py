@@ -146,3 +146,18 @@ def test_multirun_ablation_writes_summary_table(tmp_path, sim_data_root):
     assert "stage=vla-train" in summary and "stage=vla-sandwich-train" in summary
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "summary.csv")))
     assert len(rows) == 2 and all(float(r["val/loss"]) > 0 for r in rows)
+
+
+def test_finetune_from_openvla_checkpoint_keeps_its_statistics(tmp_path, sim_data_root, tiny_vla):
+    from vla.models import export_openvla_hf
+
+    released = export_openvla_hf(tiny_vla, tmp_path / "openvla-tiny")
+    cfg = compose_train(tmp_path / "run", sim_data_root, "model=openvla", f"checkpoint={released}", "strategy=auto",
+                        "precision=32-true", "trainer.devices=1", "trainer.accumulate_grad_batches=1", "trainer.max_steps=2",
+                        "trainer.val_check_interval=100", "trainer.limit_val_batches=0", "checkpoint_every_n_steps=2",
+                        "module.learning_rate=1e-3")
+    train(cfg)
+    from vla.models import load_vla
+
+    tuned = load_vla(tmp_path / "run" / "export")
+    assert set(tuned.norm_stats) == {"sim", "vla_sim"}  # the checkpoint's datasets + the fine-tuning data

@@ -83,17 +83,17 @@ def _offline_llama_tokenizer() -> PreTrainedTokenizerBase:
         LlamaTokenizer.from_pretrained(str(source)).save_pretrained(str(tmp))
         if not cache.exists():  # another process may have finished first
             os.replace(tmp, cache)
-    return AutoTokenizer.from_pretrained(str(cache))
+    return AutoTokenizer.from_pretrained(str(cache), trust_remote_code=False)
 
 
 def load_tokenizer(spec: LLMSpec, path: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:
     """Tokenizer from ``path`` (an exported/checkpoint dir) or from the spec's source."""
     if path is not None:
-        return AutoTokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     if spec.tokenizer == "mistral-sp":
         return _offline_llama_tokenizer()
     try:
-        return AutoTokenizer.from_pretrained(spec.tokenizer)
+        return AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=False)
     except Exception as err:
         raise RuntimeError(
             f"Could not load tokenizer {spec.tokenizer!r} from the Hugging Face hub/cache. Put it in HF_HOME "

@@ -42,6 +42,7 @@ VISION_BACKBONES: dict[str, VisionSpec] = {
     "tiny-dinosiglip-224px": VisionSpec((DINOV2_L, SIGLIP_SO400M), overrides=_TINY),
 }
 RESIZE_STRATEGIES = ("resize-naive", "letterbox")
+_AFTER_BLOCKS = {"norm", "fc_norm", "attn_pool", "head", "head_drop"}  # timm ViT modules after the blocks
 
 
 def get_vision_spec(name: str) -> VisionSpec:
@@ -133,6 +134,20 @@ class VisionBackbone(nn.Module):
     @property
     def featurizers(self) -> list[nn.Module]:
         return [m for m in (self.featurizer, self.fused_featurizer) if m is not None]
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Parameters that never get gradients: everything after the second-to-last block.
+
+        They stay in the module (OpenVLA's checkpoints carry them) but must not be marked
+        trainable, or DDP waits for gradients that never come.
+        """
+        unused = []
+        for vit in self.featurizers:
+            for name, param in vit.named_parameters():
+                in_block = name.startswith("blocks.")
+                if (in_block and int(name.split(".")[1]) == len(vit.blocks) - 1) or (not in_block and name.split(".")[0] in _AFTER_BLOCKS):
+                    unused.append(param)
+        return unused
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         expected = 3 * len(self.featurizers)

@@ -84,7 +84,9 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
         ensure_embedded_data(cfg.data.embedded)
 
     datamodule = instantiate(cfg.data.datamodule)
-    vla = instantiate(cfg.model, norm_stats=datamodule.dataset_statistics, _convert_="all")
+    vla = instantiate(cfg.model, _convert_="all")
+    # A model imported from a checkpoint keeps its datasets' statistics and gains this data's.
+    vla.norm_stats = {**vla.norm_stats, **datamodule.dataset_statistics}
     datamodule.attach_processor(vla.processor)
     strategy_cfg = cfg.get("strategy")
     module = instantiate(cfg.module, vla=vla, lora=OmegaConf.to_container(cfg.module.lora) if cfg.module.lora else None,

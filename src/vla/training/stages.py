@@ -72,6 +72,8 @@ def apply_stage(vla: VLA, stage: str) -> dict[str, tuple[int, int]]:
         vla.llm_backbone.requires_grad_(llm)
         for module in last_layer_modules(vla) if last_layer else ():
             module.requires_grad_(True)
+    for param in vla.vision_backbone.unused_parameters():
+        param.requires_grad_(False)
     return parameter_counts(vla)
 
 
