@@ -37,16 +37,41 @@ def test_unknown_libero_suite_is_rejected():
         LiberoSuite("libero_100000")
 
 
-def test_load_policy_accepts_only_exported_dirs(tmp_path, tiny_vla):
+def test_load_policy_reads_exported_dir_and_openvla_hf_dir_alike(tmp_path, tiny_vla):
     from vla.models import save_vla
+    from vla.models.openvla_format import export_openvla_hf
 
-    save_vla(tiny_vla, tmp_path / "export")
-    assert load_policy(tmp_path / "export").norm_stats == tiny_vla.norm_stats
-    (tmp_path / "last.ckpt").write_bytes(b"\0")
-    with pytest.raises(ValueError, match="exported VLA directory"):
-        load_policy(tmp_path / "last.ckpt")
-    with pytest.raises(ValueError, match="does not exist"):
-        load_policy(tmp_path / "missing")
+    image = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    expected = tiny_vla.predict_action(image, "move to the red block", unnorm_key="sim")
+    for path in (save_vla(tiny_vla, tmp_path / "export"), export_openvla_hf(tiny_vla, tmp_path / "openvla_hf")):
+        vla = load_policy(path)
+        assert vla.norm_stats.keys() == {"sim"} and not vla.training
+        np.testing.assert_array_equal(vla.predict_action(image, "move to the red block", unnorm_key="sim"), expected)
+
+
+def test_load_policy_reads_training_ckpt_like_its_export(tmp_path, sim_data_root):
+    from tests.test_training import compose_train
+    from vla.training.run import train
+
+    train(compose_train(tmp_path, sim_data_root, "trainer.max_steps=2", "trainer.limit_val_batches=0",
+                        "checkpoint_every_n_steps=2"))
+    from_ckpt = load_policy(tmp_path / "checkpoints" / "last.ckpt")
+    from_export = load_policy(tmp_path / "export")
+    assert not from_ckpt.training and from_ckpt.norm_stats == from_export.norm_stats
+    image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(from_ckpt.predict_action(image, "move to the red block"),
+                                  from_export.predict_action(image, "move to the red block"))
+
+
+def test_load_policy_rejects_other_paths_listing_accepted_forms(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"\0")
+    (tmp_path / "empty_dir").mkdir()
+    for path, problem in ((tmp_path / "weights.bin", "none of these"), (tmp_path / "empty_dir", "none of these"),
+                          (tmp_path / "missing", "does not exist")):
+        with pytest.raises(ValueError, match=problem) as err:
+            load_policy(path)
+        for form in ("exported VLA directory", "*.ckpt", "OpenVLA HF directory", "Prismatic run directory"):
+            assert form in str(err.value)
 
 
 def test_vla_policy_preprocesses_and_checks_unnorm_key(tiny_vla):

@@ -1,4 +1,4 @@
-"""What ``eval.py`` runs: build suite and policy from the Hydra config, evaluate, log."""
+"""What ``eval.py`` runs: closed-loop rollouts (``mode=closed_loop``) or offline scores on shards (``mode=offline``)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,37 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from vla.eval.offline import evaluate_offline, print_offline_table, write_offline_results
 from vla.eval.policy import VLAPolicy, load_policy, resolve_suite_unnorm_key
 from vla.eval.records import EpisodeRecord
 from vla.eval.runner import evaluate
 
+MODES = ("closed_loop", "offline")
+
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    """Dispatch on ``cfg.mode``; returns what was written to ``results.json`` / ``offline_metrics.json``."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"Unknown eval mode {cfg.mode!r}; choose one of {MODES}")
+    return run_offline(cfg) if cfg.mode == "offline" else run_closed_loop(cfg)
+
+
+def run_offline(cfg: DictConfig) -> dict[str, Any]:
+    """Loss / action-token accuracy / L1 of ``cfg.checkpoint`` on split ``cfg.split`` of ``cfg.data``."""
+    vla = load_policy(cfg.checkpoint, device=cfg.device)
+    datamodule = instantiate(cfg.data.datamodule, val_split=cfg.split, **({"batch_size": cfg.batch_size} if cfg.batch_size else {}))
+    metrics = evaluate_offline(vla, datamodule, device=cfg.device, precision=cfg.precision, limit_batches=cfg.limit_batches)
+    settings = {"mode": "offline", "checkpoint": str(Path(cfg.checkpoint).resolve()), "data": cfg.data.name,
+                "data_root": str(Path(datamodule.data_root).resolve()), "split": cfg.split,
+                "batch_size": datamodule.batch_size, "limit_batches": cfg.limit_batches, "precision": cfg.precision}
+    write_offline_results(cfg.out_dir, metrics, settings)
+    if cfg.progress:
+        print_offline_table(metrics, title=f"Offline eval: {cfg.data.name} [{cfg.split}]")
+    return {"metrics": metrics, "settings": settings}
+
+
+def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
+    """Roll the policy out on every (task, trial) of the env's suite; success rates with CIs."""
     suite = instantiate(cfg.env.suite, name=cfg.task_suite or cfg.env.default_suite)
     vla = load_policy(cfg.checkpoint, device=cfg.device)
     unnorm_key = cfg.unnorm_key or cfg.env.default_unnorm_key or resolve_suite_unnorm_key(vla.norm_stats, suite.name)
