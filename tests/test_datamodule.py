@@ -100,7 +100,7 @@ def keys(batches: list[dict]) -> list[tuple[str, str]]:
 def test_batch_layout_and_action_tokens(data_root, tiny_vla):
     dm = make_dm(data_root, tiny_vla.processor)
     batch = next(iter(dm.train_dataloader()))
-    assert batch["pixel_values"].shape == (4, 6, 224, 224) and batch["pixel_values"].dtype == torch.float32
+    assert batch["pixel_values"].shape == (4, 3, 224, 224) and batch["pixel_values"].dtype == torch.uint8
     assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape == batch["labels"].shape
     assert batch["dataset_name"] == ["vla_sim"] * 4
     # No shuffle, one worker: the first sample is the first transition of the first shard.

@@ -47,7 +47,7 @@ def test_openvla_prompt_text_and_empty_instruction():
 def test_forward_backward_shapes_and_patch_labels(tiny_vla):
     vla = copy.deepcopy(tiny_vla).train()
     batch = _batch(vla, 3)
-    assert batch["pixel_values"].shape == (3, 6, 224, 224)  # fused: DINOv2 + SigLIP views
+    assert batch["pixel_values"].shape == (3, 3, 224, 224) and batch["pixel_values"].dtype == torch.uint8
     out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
     vocab = vla.llm_backbone.llm.get_input_embeddings().num_embeddings
     assert vla.num_patches == 256
@@ -179,11 +179,13 @@ def test_projector_shapes_follow_openvla():
 def test_image_transform_views_and_letterbox():
     t = ImageTransform(224, [(0.485, 0.456, 0.406), (0.5, 0.5, 0.5)], [(0.229, 0.224, 0.225), (0.5, 0.5, 0.5)])
     white = np.full((100, 300, 3), 255, dtype=np.uint8)
-    x = t(white)
-    assert x.shape == (6, 224, 224)
+    assert t(white).shape == (3, 224, 224) and t(white).dtype == torch.uint8
+    x = t.normalize(t(white))
+    assert x.shape == (6, 224, 224)  # fused: DINOv2 + SigLIP views
     assert torch.allclose(x[0], torch.full((224, 224), (1 - 0.485) / 0.229))
     assert torch.allclose(x[3], torch.ones(224, 224))
-    boxed = ImageTransform(224, [(0.5, 0.5, 0.5)], [(0.5, 0.5, 0.5)], "letterbox")(white)
+    letterbox = ImageTransform(224, [(0.5, 0.5, 0.5)], [(0.5, 0.5, 0.5)], "letterbox")
+    boxed = letterbox.normalize(letterbox(white))
     assert boxed[0, 0, 112].item() < 0.1 and boxed[0, 112, 112].item() == pytest.approx(1.0)  # padded top, image centre
 
 

@@ -44,15 +44,6 @@ def load_training_checkpoint(ckpt: str | Path) -> VLA:
     return vla.eval()
 
 
-def export_vla(vla: VLA, out: str | Path) -> Path:
-    """Save a (possibly LoRA-adapted) VLA as a standalone directory, merging adapters first."""
-    if any("lora_" in name for name, _ in vla.named_parameters()):
-        from vla.training.peft import merge_lora
-
-        vla = merge_lora(vla)
-    return save_vla(vla, out)
-
-
 def main(argv: list[str]) -> Path:
     args = dict(arg.split("=", 1) for arg in argv if "=" in arg)
     unknown = set(args) - {"ckpt", "out"}

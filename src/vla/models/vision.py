@@ -69,8 +69,11 @@ def as_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 class ImageTransform:
-    """uint8 RGB image -> float tensor [3 * n_views, S, S], each view normalized with its own stats.
+    """uint8 RGB image -> resized uint8 tensor [3, S, S]; :meth:`normalize` then makes the model input.
 
+    Data loaders ship the compact uint8 image (4x fewer bytes than one float view, 8x fewer than
+    the fused backbone's two) and the backbone normalizes on its own device: each view with its
+    own mean/std, concatenated along channels ([..., 3 * n_views, S, S], OpenVLA's layout).
     ``resize-naive`` squashes to S x S; ``letterbox`` first pads to a square filled with the
     (first view's) mean colour, as Prismatic does. Resizing is bicubic, matching timm's configs.
     """
@@ -98,15 +101,15 @@ class ImageTransform:
             pil = pil.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
         return pil
 
-    def normalize(self, image_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8/float tensor [..., 3, S, S] in 0..255 -> normalized [..., 3 * n_views, S, S]."""
-        x = image_uint8.to(torch.float32) / 255.0
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [..., 3, S, S] -> float32 [..., 3 * n_views, S, S], each view with its mean/std."""
+        x = pixels.to(torch.float32) / 255.0
         x = torch.cat([x] * self.n_views, dim=-3)
-        return (x - self.mean) / self.std
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
         array = np.array(self.resize(image))
-        return self.normalize(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 class VisionBackbone(nn.Module):
@@ -150,10 +153,11 @@ class VisionBackbone(nn.Module):
         return unused
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        expected = 3 * len(self.featurizers)
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != expected:
-            raise ValueError(f"{self.name} expects pixel_values [B, {expected}, H, W], got {tuple(pixel_values.shape)}")
-        views = torch.split(pixel_values, 3, dim=1)
+        """``pixel_values``: uint8 [B, 3, S, S] from :class:`ImageTransform` (normalized here)."""
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3 or pixel_values.dtype != torch.uint8:
+            raise ValueError(f"{self.name} expects uint8 pixel_values [B, 3, H, W], got {pixel_values.dtype} {tuple(pixel_values.shape)}")
+        dtype = next(self.featurizer.parameters()).dtype
+        views = torch.split(self.image_transform.normalize(pixel_values).to(dtype), 3, dim=1)
         features = [_second_to_last_patches(m, v) for m, v in zip(self.featurizers, views)]
         return torch.cat(features, dim=2)
 

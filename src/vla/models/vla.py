@@ -86,8 +86,7 @@ class VLA(nn.Module):
         labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Insert projected patches after BOS; extend the mask (ones) and labels (ignored)."""
-        vision_dtype = next(self.vision_backbone.parameters()).dtype
-        patches = self.projector(self.vision_backbone(pixel_values.to(vision_dtype)))
+        patches = self.projector(self.vision_backbone(pixel_values))
         text = self.llm_backbone.embed(input_ids)
         patches = patches.to(text.dtype)
         embeds = torch.cat([text[:, :1], patches, text[:, 1:]], dim=1)

@@ -100,16 +100,28 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints, *callbacks], plugins=plugins)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, checkpoint_dir))
 
+    # A final full-state checkpoint (consolidated under FSDP: every rank takes part), exported below.
+    final = checkpoint_dir / "last.ckpt"
+    trainer.save_checkpoint(final)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["global_step"] = trainer.global_step
+    metrics["overrides"] = _task_overrides()
     if trainer.is_global_zero:
         if cfg.export:
-            from vla.export import export_vla
+            from vla.export import load_training_checkpoint
+            from vla.models import save_vla
 
-            metrics["export_dir"] = str(export_vla(module.vla, run_dir / "export"))
+            metrics["export_dir"] = str(save_vla(load_training_checkpoint(final), run_dir / "export"))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         _print_summary(run_dir, checkpoint_dir, metrics)
     return metrics
+
+
+def _task_overrides() -> list[str]:
+    """The command-line overrides of this job (what a sweep varies), when run through Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _print_summary(run_dir: Path, checkpoint_dir: Path, metrics: dict[str, Any]) -> None:

@@ -15,12 +15,13 @@ SUMMARY_METRICS = ("global_step", "train/loss_epoch", "train/action_accuracy_epo
 
 def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     """Rows of {run, metrics...} from every ``<sweep_dir>/*/metrics.json``; writes summary.csv/.md."""
-    rows = []
-    for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
-        metrics = json.loads(metrics_file.read_text())
-        rows.append({"run": metrics_file.parent.name, **{k: metrics.get(k, "") for k in SUMMARY_METRICS}})
-    if not rows:
-        return rows
+    runs = [json.loads(f.read_text()) for f in sorted(sweep_dir.glob("*/metrics.json"), key=lambda f: (len(f.parent.name), f.parent.name))]
+    if not runs:
+        return []
+    # Name each run by the overrides that differ between runs (what the sweep varied).
+    shared = set.intersection(*(set(m.get("overrides", [])) for m in runs))
+    rows = [{"run": " ".join(o for o in m.get("overrides", []) if o not in shared),
+             **{k: m.get(k, "") for k in SUMMARY_METRICS}} for m in runs]
     columns = ["run", *SUMMARY_METRICS]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
