@@ -33,7 +33,7 @@ def run_offline(cfg: DictConfig) -> dict[str, Any]:
                 "batch_size": datamodule.batch_size, "limit_batches": cfg.limit_batches, "precision": cfg.precision}
     write_offline_results(cfg.out_dir, metrics, settings)
     if cfg.progress:
-        print_offline_table(metrics, title=f"Offline eval: {cfg.data.name} [{cfg.split}]")
+        print_offline_table(metrics, title=f"Offline eval: {cfg.data.name}, split {cfg.split}")
     return {"metrics": metrics, "settings": settings}
 
 
