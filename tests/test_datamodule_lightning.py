@@ -20,7 +20,7 @@ class _RecordBatches(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         self.seen.append(list(batch["sample_key"]))
-        return (self.weight * batch["pixel_values"].mean()).sum()
+        return (self.weight * batch["pixel_values"].float().mean()).sum()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)

@@ -1,34 +1,52 @@
-"""LIBERO integration smoke test: the real libero package, one task, one trial, a few steps."""
+"""LIBERO integration smoke test: the real libero package, one task, one trial, a few steps.
+
+The rollout runs in a fresh interpreter: MuJoCo/robosuite and TensorFlow (imported in-process by
+the data-prep tests) can crash each other inside one process, which is not how either is used.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
-import numpy as np
 import pytest
 
-os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("libero.libero", reason="libero not installed (pip install -e '.[libero]')")
 
-from vla.eval.envs.libero import LiberoSuite  # noqa: E402
-from vla.eval.runner import evaluate  # noqa: E402
+SMOKE = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from vla.eval.envs.libero import LiberoSuite
+    from vla.eval.runner import evaluate
+
+    out = Path(sys.argv[1])
+    suite = LiberoSuite("libero_spatial")
+    task = suite.get_task(0)
+    seen = []
+
+    def zero_policy(image, instruction):
+        seen.append([list(image.shape), str(image.dtype), instruction])
+        return np.array([0, 0, 0, 0, 0, 0, 1.0])
+
+    results = evaluate(suite, zero_policy, out, num_trials_per_task=1, num_steps_wait=1, task_ids=[0],
+                       max_steps=2, progress=False)
+    print(json.dumps({"n_tasks": suite.n_tasks, "max_steps": task.max_steps, "language": task.language,
+                      "episodes": results["suite"]["episodes"], "seen": seen}))
+""")
 
 
 @pytest.mark.slow
 def test_libero_rollout_smoke(tmp_path):
-    suite = LiberoSuite("libero_spatial")
-    task = suite.get_task(0)
-    assert suite.n_tasks == 10 and task.max_steps == 220 and task.language
-    seen = []
-
-    def zero_policy(image: np.ndarray, instruction: str) -> np.ndarray:
-        seen.append((image.shape, image.dtype, instruction))
-        return np.array([0, 0, 0, 0, 0, 0, 1.0])
-
-    results = evaluate(suite, zero_policy, tmp_path, num_trials_per_task=1, num_steps_wait=1, task_ids=[0],
-                       max_steps=2, progress=False)
+    env = dict(os.environ, MUJOCO_GL="egl")
+    run = subprocess.run([sys.executable, "-c", SMOKE, str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["n_tasks"] == 10 and summary["max_steps"] == 220 and summary["language"]
     record = json.loads((tmp_path / "episodes.jsonl").read_text())
     assert record["error"] is None, record["error"]
-    assert record["steps"] == 2 and record["success"] is False and results["suite"]["episodes"] == 1
-    assert seen == [((256, 256, 3), np.uint8, task.language)] * 2
+    assert record["steps"] == 2 and record["success"] is False and summary["episodes"] == 1
+    assert summary["seen"] == [[[256, 256, 3], "uint8", summary["language"]]] * 2
