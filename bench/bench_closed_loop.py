@@ -90,9 +90,9 @@ def main() -> None:
     print("|:--|--:|--:|:--|--:|--:|--:|")
     base = rows["language-blind"]["success_rate"]
     for name, row in rows.items():
-        ratio = row["success_rate"] / base if base else float("inf")
+        ratio = f"{row['success_rate'] / base:.2f}x" if base else "-"  # undefined against a 0% baseline
         print(f"| {name} | {row['success_rate']:.1%} | {row['episodes']} | [{row['ci95_low']:.1%}, {row['ci95_high']:.1%}] | "
-              f"{row['mean_steps']:.1f} | {row['eval_s']:.0f} | {ratio:.2f}x |")
+              f"{row['mean_steps']:.1f} | {row['eval_s']:.0f} | {ratio} |")
 
 
 if __name__ == "__main__":
