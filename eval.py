@@ -1,4 +1,4 @@
-"""Closed-loop evaluation: ``python eval.py checkpoint=<exported dir> env=sim|libero [task_suite=...]``."""
+"""Evaluate a VLA: closed loop (`python eval.py checkpoint=<ckpt> env=sim|libero`) or offline on shards (`mode=offline data=sim`)."""
 
 import hydra
 from omegaconf import DictConfig

@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO_ROOT
 from vla.eval.envs.libero import LiberoSuite, libero_gripper_action
-from vla.eval.policy import VLAPolicy, load_policy, resolve_suite_unnorm_key
+from vla.eval.policy import VLAPolicy, resolve_suite_unnorm_key
+from vla.models import load_checkpoint
 from vla.eval.rollout import NOOP_ACTION
 
 
@@ -44,7 +45,7 @@ def test_load_policy_reads_exported_dir_and_openvla_hf_dir_alike(tmp_path, tiny_
     image = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     expected = tiny_vla.predict_action(image, "move to the red block", unnorm_key="sim")
     for path in (save_vla(tiny_vla, tmp_path / "export"), export_openvla_hf(tiny_vla, tmp_path / "openvla_hf")):
-        vla = load_policy(path)
+        vla = load_checkpoint(path)
         assert vla.norm_stats.keys() == {"sim"} and not vla.training
         np.testing.assert_array_equal(vla.predict_action(image, "move to the red block", unnorm_key="sim"), expected)
 
@@ -55,8 +56,8 @@ def test_load_policy_reads_training_ckpt_like_its_export(tmp_path, sim_data_root
 
     train(compose_train(tmp_path, sim_data_root, "trainer.max_steps=2", "trainer.limit_val_batches=0",
                         "checkpoint_every_n_steps=2"))
-    from_ckpt = load_policy(tmp_path / "checkpoints" / "last.ckpt")
-    from_export = load_policy(tmp_path / "export")
+    from_ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    from_export = load_checkpoint(tmp_path / "export")
     assert not from_ckpt.training and from_ckpt.norm_stats == from_export.norm_stats
     image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     np.testing.assert_array_equal(from_ckpt.predict_action(image, "move to the red block"),
@@ -69,7 +70,7 @@ def test_load_policy_rejects_other_paths_listing_accepted_forms(tmp_path):
     for path, problem in ((tmp_path / "weights.bin", "none of these"), (tmp_path / "empty_dir", "none of these"),
                           (tmp_path / "missing", "does not exist")):
         with pytest.raises(ValueError, match=problem) as err:
-            load_policy(path)
+            load_checkpoint(path)
         for form in ("exported VLA directory", "*.ckpt", "OpenVLA HF directory", "Prismatic run directory"):
             assert form in str(err.value)
 

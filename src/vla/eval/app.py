@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vla.eval.offline import evaluate_offline, print_offline_table, write_offline_results
-from vla.eval.policy import VLAPolicy, load_policy, resolve_suite_unnorm_key
+from vla.eval.policy import VLAPolicy, resolve_suite_unnorm_key
+from vla.models import load_checkpoint
 from vla.eval.records import EpisodeRecord
 from vla.eval.runner import evaluate
 
@@ -25,7 +26,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
 
 def run_offline(cfg: DictConfig) -> dict[str, Any]:
     """Loss / action-token accuracy / L1 of ``cfg.checkpoint`` on split ``cfg.split`` of ``cfg.data``."""
-    vla = load_policy(cfg.checkpoint, device=cfg.device)
+    vla = load_checkpoint(cfg.checkpoint, device=cfg.device)
     datamodule = instantiate(cfg.data.datamodule, val_split=cfg.split, **({"batch_size": cfg.batch_size} if cfg.batch_size else {}))
     metrics = evaluate_offline(vla, datamodule, device=cfg.device, precision=cfg.precision, limit_batches=cfg.limit_batches)
     settings = {"mode": "offline", "checkpoint": str(Path(cfg.checkpoint).resolve()), "data": cfg.data.name,
@@ -40,7 +41,7 @@ def run_offline(cfg: DictConfig) -> dict[str, Any]:
 def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
     """Roll the policy out on every (task, trial) of the env's suite; success rates with CIs."""
     suite = instantiate(cfg.env.suite, name=cfg.task_suite or cfg.env.default_suite)
-    vla = load_policy(cfg.checkpoint, device=cfg.device)
+    vla = load_checkpoint(cfg.checkpoint, device=cfg.device)
     unnorm_key = cfg.unnorm_key or cfg.env.default_unnorm_key or resolve_suite_unnorm_key(vla.norm_stats, suite.name)
     policy = VLAPolicy(vla, unnorm_key=unnorm_key, center_crop=cfg.center_crop)
     num_steps_wait = cfg.env.num_steps_wait if cfg.num_steps_wait is None else cfg.num_steps_wait

@@ -6,17 +6,13 @@ runs pass scripted callables instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from vla.eval.images import center_crop, resize_like_openvla
-from vla.models import VLA, load_vla
-from vla.models.factory import CONFIG_FILE
-from vla.models.openvla_format import load_openvla
+from vla.models import VLA
 
 NO_NOOPS_SUFFIX = "_no_noops"  # OpenVLA's LIBERO datasets with no-op steps filtered out
 
@@ -43,35 +39,6 @@ class VLAPolicy:
 
     def __call__(self, image: np.ndarray, instruction: str) -> np.ndarray:
         return self.vla.predict_action(self.preprocess(image), instruction, unnorm_key=self.unnorm_key)
-
-
-ACCEPTED_CHECKPOINTS = (
-    "an exported VLA directory (vla_config.json + model.safetensors, from train.py or python -m vla.export)",
-    "a training checkpoint file *.ckpt written by train.py",
-    "an OpenVLA HF directory (config.json + model*.safetensors)",
-    "a Prismatic run directory (config.json + checkpoints/*.pt) or one of its .pt checkpoints",
-)
-
-
-def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> VLA:
-    """Load the VLA at ``checkpoint`` in eval mode, whichever of :data:`ACCEPTED_CHECKPOINTS` it is.
-
-    The form is told from the files present, so one ``checkpoint=`` argument serves eval, offline
-    eval and serving alike.
-    """
-    path = Path(checkpoint)
-    if path.is_dir() and (path / CONFIG_FILE).exists():
-        return load_vla(path, device=device)
-    if path.is_file() and path.suffix == ".ckpt":
-        from vla.export import load_training_checkpoint  # training code only when a .ckpt is given
-
-        return load_training_checkpoint(path).to(device)
-    if (path.is_dir() and ((path / "config.json").exists() or (path / "checkpoints").is_dir())) or (
-            path.is_file() and path.suffix == ".pt"):
-        return load_openvla(path, device=device)
-    problem = "the path does not exist" if not path.exists() else "it is none of these"
-    raise ValueError(f"Cannot load a policy from {str(checkpoint)!r} ({problem}). Accepted: "
-                     + "; ".join(ACCEPTED_CHECKPOINTS))
 
 
 def resolve_suite_unnorm_key(norm_stats: Mapping[str, Any], suite_name: str) -> str:

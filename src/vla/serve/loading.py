@@ -1,4 +1,4 @@
-"""Load an exported VLA for serving: device, dtype and optional bitsandbytes 8-bit/4-bit LLM weights.
+"""Load a VLA for serving: device, dtype and optional bitsandbytes 8-bit/4-bit LLM weights.
 
 Quantization swaps the linear layers of the LLM's decoder blocks (embeddings, norms and the output
 head stay float, as ``load_in_8bit`` / ``load_in_4bit`` do) for ``Linear8bitLt`` / ``Linear4bit``
@@ -13,7 +13,7 @@ import os
 import torch
 from torch import nn
 
-from vla.models import VLA, load_vla
+from vla.models import VLA, load_checkpoint
 
 QUANTIZE_MODES = ("8bit", "4bit")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -27,10 +27,10 @@ def parse_dtype(name: str) -> torch.dtype:
 
 def load_policy(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "float32",
                 quantize: str | None = None) -> VLA:
-    """An exported checkpoint ready for ``predict_action_batch`` (eval mode, no grads)."""
+    """Any checkpoint form (``vla.models.load_checkpoint``) ready for ``predict_action_batch`` (eval mode, no grads)."""
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be null or one of {QUANTIZE_MODES}, got {quantize!r}")
-    vla = load_vla(checkpoint, device=device, dtype=parse_dtype(dtype))
+    vla = load_checkpoint(checkpoint, device=device, dtype=parse_dtype(dtype))
     if quantize is not None:
         quantize_llm(vla, quantize, compute_dtype=parse_dtype(dtype))
     return vla.eval().requires_grad_(False)

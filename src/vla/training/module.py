@@ -45,7 +45,7 @@ class VLATrainingModule(pl.LightningModule):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-        self.vla = vla
+        self.vla = vla.train()  # loaders hand out eval-mode models; Lightning keeps the mode it finds
         self.stage = stage
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.lr_schedule, self.warmup_ratio = lr_schedule, warmup_ratio
