@@ -47,11 +47,12 @@ def plain_loop(vla, root: Path, args) -> float:
     apply_stage(vla, "vla-full-train")
     vla.train()
     opt = torch.optim.AdamW([p for p in vla.parameters() if p.requires_grad], lr=1e-3)
-    start = None
+    start = end = None
     for step, batch in enumerate(datamodule(root, args, vla).train_dataloader()):
         if step == args.warmup:
             start = time.perf_counter()
         if step == args.steps:
+            end = time.perf_counter()
             break
         out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
         vla.action_metrics(out.logits, out.targets)  # the same per-step metric work as training
@@ -59,16 +60,21 @@ def plain_loop(vla, root: Path, args) -> float:
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(vla.parameters(), 1.0)
         opt.step()
-    return (args.steps - args.warmup) * args.batch_size / (time.perf_counter() - start)
+    return (args.steps - args.warmup) * args.batch_size / (end - start)
 
 
 class _Timer(pl.Callback):
+    """Times the same window as the plain loop: from step ``warmup`` to the end of the last step."""
+
     def __init__(self, warmup: int):
-        self.warmup, self.start = warmup, None
+        self.warmup, self.start, self.end = warmup, None, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup:
             self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.end = time.perf_counter()
 
 
 def lightning_loop(vla, root: Path, args) -> float:
@@ -78,7 +84,7 @@ def lightning_loop(vla, root: Path, args) -> float:
                          enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
                          callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module, datamodule=datamodule(root, args, vla))
-    return (args.steps - args.warmup) * args.batch_size / (time.perf_counter() - timer.start)
+    return (args.steps - args.warmup) * args.batch_size / (timer.end - timer.start)
 
 
 def main() -> None:
