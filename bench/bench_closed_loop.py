@@ -24,7 +24,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from vla.eval.envs.sim import SimTaskSuite
-from vla.eval.policy import Policy, VLAPolicy, load_policy
+from vla.eval.policy import Policy, VLAPolicy
+from vla.models import load_checkpoint
 from vla.eval.runner import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def main() -> None:
 
     train_s = None if args.skip_train else train(args.run_dir, args.overrides)
     metrics = json.loads((args.run_dir / "metrics.json").read_text())
-    vla = load_policy(args.run_dir / "export")
+    vla = load_checkpoint(args.run_dir / "export")
     policy = VLAPolicy(vla, unnorm_key=UNNORM_KEY)
     suite = SimTaskSuite(args.suite, n_init_states=args.trials)
     blind = FixedInstructionPolicy(policy, suite.get_task(0).language)
