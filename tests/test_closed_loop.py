@@ -14,9 +14,9 @@ from tests.test_training import compose_train
 from vla.data import VLADataModule
 from vla.eval.envs.sim import SimTaskSuite
 from vla.eval.offline import evaluate_offline
-from vla.eval.policy import VLAPolicy, load_policy
+from vla.eval.policy import VLAPolicy
 from vla.eval.runner import evaluate
-from vla.models import build_vla
+from vla.models import build_vla, load_checkpoint
 from vla.training.run import train
 
 CHANCE_ACCURACY = 1 / 256
@@ -26,7 +26,7 @@ CHANCE_ACCURACY = 1 / 256
 def test_trained_tiny_vla_scores_far_above_chance_and_runs_closed_loop(tmp_path, sim_data_root):
     train(compose_train(tmp_path, sim_data_root, "trainer.max_steps=30", "trainer.val_check_interval=30",
                         "checkpoint_every_n_steps=30", "module.learning_rate=3e-3"))
-    trained = load_policy(tmp_path / "export")
+    trained = load_checkpoint(tmp_path / "export")
 
     def val_scores(vla):
         datamodule = VLADataModule(sim_data_root, batch_size=8, num_workers=0)

@@ -38,7 +38,7 @@ def test_unknown_libero_suite_is_rejected():
         LiberoSuite("libero_100000")
 
 
-def test_load_policy_reads_exported_dir_and_openvla_hf_dir_alike(tmp_path, tiny_vla):
+def test_load_checkpoint_reads_exported_dir_and_openvla_hf_dir_alike(tmp_path, tiny_vla):
     from vla.models import save_vla
     from vla.models.openvla_format import export_openvla_hf
 
@@ -50,7 +50,7 @@ def test_load_policy_reads_exported_dir_and_openvla_hf_dir_alike(tmp_path, tiny_
         np.testing.assert_array_equal(vla.predict_action(image, "move to the red block", unnorm_key="sim"), expected)
 
 
-def test_load_policy_reads_training_ckpt_like_its_export(tmp_path, sim_data_root):
+def test_load_checkpoint_reads_training_ckpt_like_its_export(tmp_path, sim_data_root):
     from tests.test_training import compose_train
     from vla.training.run import train
 
@@ -64,7 +64,7 @@ def test_load_policy_reads_training_ckpt_like_its_export(tmp_path, sim_data_root
                                   from_export.predict_action(image, "move to the red block"))
 
 
-def test_load_policy_rejects_other_paths_listing_accepted_forms(tmp_path):
+def test_load_checkpoint_rejects_other_paths_listing_accepted_forms(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"\0")
     (tmp_path / "empty_dir").mkdir()
     for path, problem in ((tmp_path / "weights.bin", "none of these"), (tmp_path / "empty_dir", "none of these"),
