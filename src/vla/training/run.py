@@ -102,7 +102,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
 
     # A final full-state checkpoint (consolidated under FSDP: every rank takes part), exported below.
     final = checkpoint_dir / "last.ckpt"
-    trainer.save_checkpoint(final)
+    trainer.save_checkpoint(final, weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["global_step"] = trainer.global_step
     metrics["overrides"] = _task_overrides()
