@@ -195,3 +195,30 @@ def test_parameter_counts_from_configs_without_weights():
     assert openvla["llm"] == 6_738_939_904  # Llama-2 7B with embeddings padded to 32064
     tiny = parameter_counts("tiny-dinosiglip-224px", "tiny-llama")
     assert tiny["total"] == sum(p.numel() for p in build_vla("tiny-dinosiglip-224px", "tiny-llama").parameters())
+
+
+def test_actions_can_depend_on_the_image_alone():
+    """Same instruction, a red square on the left vs the right: the model must read the image."""
+    torch.manual_seed(0)
+    vla = build_vla("tiny-dinosiglip-224px", "tiny-llama").train()
+
+    def square_at(x: int) -> np.ndarray:
+        image = np.full((224, 224, 3), 128, np.uint8)
+        image[100:130, x : x + 30] = (255, 0, 0)
+        return image
+
+    batch = vla.processor.collate([
+        vla.processor.training_sample(square_at(20), "do it", np.full(7, -0.4)),
+        vla.processor.training_sample(square_at(170), "do it", np.full(7, 0.4)),
+    ])
+    opt = torch.optim.AdamW(vla.parameters(), lr=1e-3)
+    for _ in range(100):
+        out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    vla.eval()
+    left = vla.generate_action_tokens([square_at(20)], ["do it"])[0]
+    right = vla.generate_action_tokens([square_at(170)], ["do it"])[0]
+    np.testing.assert_allclose(vla.action_tokenizer.decode(left.numpy()), -0.4, atol=2 / 255)
+    np.testing.assert_allclose(vla.action_tokenizer.decode(right.numpy()), 0.4, atol=2 / 255)
