@@ -47,9 +47,12 @@ class LLMSpec:
     def padded_vocab_size(self) -> int:
         """Embedding rows after Prismatic's padding (32000 + <PAD> -> 32064 for Llama-2)."""
         vocab = self.architecture["vocab_size"]
-        if self.has_pad_token:
-            return vocab
-        return (vocab + 1 + PAD_TO_MULTIPLE_OF - 1) // PAD_TO_MULTIPLE_OF * PAD_TO_MULTIPLE_OF
+        return vocab if self.has_pad_token else _padded(vocab + 1)
+
+
+def _padded(n_tokens: int) -> int:
+    """Round an embedding size up to Prismatic's multiple of 64."""
+    return (n_tokens + PAD_TO_MULTIPLE_OF - 1) // PAD_TO_MULTIPLE_OF * PAD_TO_MULTIPLE_OF
 
 
 LLM_BACKBONES: dict[str, LLMSpec] = {
@@ -133,8 +136,7 @@ class LLMBackbone(nn.Module):
     def architecture_config(spec: LLMSpec, tokenizer_len: int | None = None):
         arch = dict(spec.architecture)
         if tokenizer_len is not None and arch["vocab_size"] < tokenizer_len:
-            multiple = PAD_TO_MULTIPLE_OF
-            arch["vocab_size"] = (tokenizer_len + multiple - 1) // multiple * multiple
+            arch["vocab_size"] = _padded(tokenizer_len)
         return AutoConfig.for_model(**arch)
 
     def _build(self, spec: LLMSpec, pretrained: bool, attn_implementation: str) -> nn.Module:
