@@ -161,3 +161,19 @@ def test_finetune_from_openvla_checkpoint_keeps_its_statistics(tmp_path, sim_dat
 
     tuned = load_vla(tmp_path / "run" / "export")
     assert set(tuned.norm_stats) == {"sim", "vla_sim"}  # the checkpoint's datasets + the fine-tuning data
+
+
+def test_embedded_data_made_with_other_generation_parameters_is_not_reused(tmp_path):
+    """Asking for reach-only demos where sim_all demos exist must fail, not train on the wrong data."""
+    from vla.training.run import ensure_embedded_data
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data.root={tmp_path}", "data.embedded.suite=sim_reach"])
+    version_dir = tmp_path / "rlds" / "vla_sim" / "1.0.0"
+    version_dir.mkdir(parents=True)
+    (version_dir / "metadata.json").write_text(
+        '{"episodes": 200, "seed": 0, "image_size": 224, "val_fraction": 0.1, "suite": "sim_all", "n_objects": 3, "noise_std": 0.002}')
+    (tmp_path / "prepared" / "vla_sim").mkdir(parents=True)
+    (tmp_path / "prepared" / "vla_sim" / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match="'suite': 'sim_all'.*pass another data.root"):
+        ensure_embedded_data(cfg.data.embedded)

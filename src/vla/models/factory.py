@@ -22,8 +22,17 @@ from vla.models.vla import VLA
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "vla_config.json"
+FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 STATS_FILE = "dataset_statistics.json"
 TOKENIZER_DIR = "tokenizer"
+
+
+def float_dtype(dtype: torch.dtype | str, what: str = "dtype") -> torch.dtype:
+    """A weight/compute dtype from config: a floating ``torch.dtype`` or one of ``FLOAT_DTYPES``' names."""
+    resolved = FLOAT_DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"Unknown {what} {dtype!r}; choose one of {sorted(FLOAT_DTYPES)}")
+    return resolved
 
 
 def build_vla(

@@ -14,25 +14,17 @@ import torch
 from torch import nn
 
 from vla.models import VLA, load_checkpoint
+from vla.models.factory import float_dtype
 
 QUANTIZE_MODES = ("8bit", "4bit")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"Unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
-    return DTYPES[name]
-
-
 def load_policy(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "float32",
                 quantize: str | None = None) -> VLA:
     """Any checkpoint form (``vla.models.load_checkpoint``) ready for ``predict_action_batch`` (eval mode, no grads)."""
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be null or one of {QUANTIZE_MODES}, got {quantize!r}")
-    vla = load_checkpoint(checkpoint, device=device, dtype=parse_dtype(dtype))
+    vla = load_checkpoint(checkpoint, device=device, dtype=float_dtype(dtype))
     if quantize is not None:
-        quantize_llm(vla, quantize, compute_dtype=parse_dtype(dtype))
+        quantize_llm(vla, quantize, compute_dtype=float_dtype(dtype))
     return vla.eval().requires_grad_(False)
 
 

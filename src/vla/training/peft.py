@@ -29,6 +29,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from vla.models.factory import float_dtype
 from vla.models.vla import VLA
 from vla.training.stages import apply_stage
 
@@ -90,7 +91,7 @@ def quantize_llm_4bit(vla: VLA, quant_type: str = "nf4", compute_dtype: torch.dt
 
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"Unknown 4-bit quant_type {quant_type!r}; choose one of {QUANT_TYPES}")
-    compute_dtype = _float_dtype(compute_dtype)
+    compute_dtype = float_dtype(compute_dtype, "compute_dtype")
     if adapter_parameter_names(vla):
         raise ValueError("Quantize before injecting LoRA adapters (apply_qlora does both in order)")
     layers = vla.llm_backbone.llm.model.layers
@@ -175,13 +176,6 @@ def _target_names(vla: VLA, scopes: tuple[str, ...], target_modules: str | Seque
         raise ValueError(f"target_modules {sorted(missing)} match no linear layer; available: "
                          f"{sorted({name.rsplit('.', 1)[-1] for name in linears})}")
     return chosen
-
-
-def _float_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ValueError(f"compute_dtype must be a floating torch dtype or its name, got {dtype!r}")
-    return resolved
 
 
 def _is_4bit(module: nn.Module) -> bool:

@@ -23,21 +23,29 @@ from vla.training.checkpoint_io import AtomicCheckpointIO
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 RESUME_CHOICES = "null | auto | <path to a .ckpt file>"
+GENERATION_KEYS = ("episodes", "seed", "image_size", "suite", "noise_std")  # data.embedded -> sim generator
 
 
 def ensure_embedded_data(embedded: DictConfig) -> None:
     """Generate the built-in sim demos (RLDS) and prepare them, each only if missing.
 
     Runs as subprocesses: RLDS writing/reading needs TensorFlow, which the training process
-    itself never imports.
+    itself never imports. Data made earlier with other generation parameters is never reused
+    silently: the sim writer records them, and a mismatch is an error naming another ``data.root``.
     """
-    prepared = Path(embedded.prepared_dir)
+    prepared, rlds = Path(embedded.prepared_dir), Path(embedded.rlds_dir)
+    wanted = {key: embedded[key] for key in GENERATION_KEYS}
+    recorded = rlds / "vla_sim" / "1.0.0" / "metadata.json"
+    if recorded.is_file():
+        existing = {key: json.loads(recorded.read_text()).get(key) for key in GENERATION_KEYS}
+        if existing != wanted:
+            raise ValueError(f"{rlds} holds sim demos generated with {existing}, not the requested {wanted}; "
+                             "pass another data.root (e.g. data.root=data/generated/<name>) or delete it")
     if (prepared / "manifest.json").exists():
         return
-    rlds = Path(embedded.rlds_dir)
     print(f"Embedded default data missing: generating {embedded.episodes} sim demos -> {rlds}, then preparing -> {prepared}")
-    subprocess.run([sys.executable, "-m", "vla.eval.envs.sim.generate", f"out={rlds}", f"episodes={embedded.episodes}",
-                    f"seed={embedded.seed}", f"image_size={embedded.image_size}"], check=True)
+    subprocess.run([sys.executable, "-m", "vla.eval.envs.sim.generate", f"out={rlds}",
+                    *(f"{key}={value}" for key, value in wanted.items())], check=True)
     subprocess.run([sys.executable, "-m", "data_prep", "dataset=vla_sim", f"source={rlds}", f"out={prepared}"], check=True)
 
 
