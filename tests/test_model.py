@@ -189,6 +189,14 @@ def test_image_transform_views_and_letterbox():
     assert boxed[0, 0, 112].item() < 0.1 and boxed[0, 112, 112].item() == pytest.approx(1.0)  # padded top, image centre
 
 
+def test_112px_backbone_sees_64_patches_of_any_input_size():
+    vla = build_vla("tiny-dinosiglip-112px", "tiny-llama")
+    assert vla.num_patches == 64  # (112 / 14)^2, vs 256 at 224 px
+    sample = vla.processor.training_sample(np.zeros((224, 224, 3), np.uint8), "move", np.zeros(7))
+    assert sample["pixel_values"].shape == (3, 112, 112)
+    assert vla.vision_backbone(sample["pixel_values"][None]).shape == (1, 64, vla.vision_backbone.embed_dim)
+
+
 def test_parameter_counts_from_configs_without_weights():
     openvla = parameter_counts("dinosiglip-224px", "llama2-7b", "fused-gelu-mlp")
     assert openvla["total"] == 7_541_237_184  # OpenVLA-7B

@@ -40,6 +40,8 @@ VISION_BACKBONES: dict[str, VisionSpec] = {
     "tiny-siglip-224px": VisionSpec((SIGLIP_SO400M,), overrides=_TINY),
     "tiny-in1k-224px": VisionSpec((IN1K_L,), overrides=_TINY),
     "tiny-dinosiglip-224px": VisionSpec((DINOV2_L, SIGLIP_SO400M), overrides=_TINY),
+    # 64 instead of 256 patches: ~2.4x faster CPU training steps for recipe searches on the sim.
+    "tiny-dinosiglip-112px": VisionSpec((DINOV2_L, SIGLIP_SO400M), image_size=112, overrides=_TINY),
 }
 RESIZE_STRATEGIES = ("resize-naive", "letterbox")
 _AFTER_BLOCKS = {"norm", "fc_norm", "attn_pool", "head", "head_drop"}  # timm ViT modules after the blocks

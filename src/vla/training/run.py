@@ -23,7 +23,7 @@ from vla.training.checkpoint_io import AtomicCheckpointIO
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 RESUME_CHOICES = "null | auto | <path to a .ckpt file>"
-GENERATION_KEYS = ("episodes", "seed", "image_size", "suite", "noise_std")  # data.embedded -> sim generator
+GENERATION_KEYS = ("episodes", "seed", "image_size", "suite", "n_objects", "noise_std")  # data.embedded -> sim generator
 
 
 def ensure_embedded_data(embedded: DictConfig) -> None:
