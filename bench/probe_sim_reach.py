@@ -56,7 +56,7 @@ def demos(suite: SimTaskSuite, episodes: int, noise_std: float, seed: int, singl
         observation, _ = env.reset(seed=scene_seed)
         if rng.random() < single_object_fraction:
             keep_only_target(env.scene, env.task.target)
-            observation = env._observation()
+            observation = {"image": env.render()}  # only the primary camera is used here
         episode = []
         for _ in range(env.max_steps):
             action = expert.act(env.scene, env.task)
