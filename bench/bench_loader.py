@@ -110,7 +110,7 @@ def stage_breakdown(prepared: Path, processor, samples: int) -> dict[str, float]
         processor.collate(tokenized[i:i + BATCH])
     collate = (time.perf_counter() - start) / (samples // BATCH * BATCH)
     return {"read tar members": read * 1e3, "JPEG decode + resize to 224": decode * 1e3,
-            "normalize (2 views, float32) + tokenize": process * 1e3, "collate (stack + pad)": collate * 1e3}
+            "uint8 CHW tensor + prompt/action tokens": process * 1e3, "collate (stack + pad)": collate * 1e3}
 
 
 def main() -> None:
