@@ -13,7 +13,6 @@ first instruction (language-blind); with ``--objects 1`` there is one task and t
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -30,6 +29,7 @@ from vla.eval.metrics import wilson_interval
 from vla.eval.policy import VLAPolicy
 from vla.eval.rollout import run_episode
 from vla.models import VLA, build_vla
+from vla.training.module import warmup_cosine_factor
 
 UNNORM_KEY = "vla_sim"
 
@@ -118,9 +118,8 @@ def main() -> None:
     print(f"{args.episodes} demos, {len(samples)} frames, {suite.n_tasks} tasks: {time.perf_counter() - start:.0f} s")
 
     optimizer = torch.optim.AdamW(vla.parameters(), lr=args.lr, weight_decay=0.0)
-    warmup = max(1, args.steps // 20)  # as conf/recipe/tiny.yaml: 5% linear warm-up, then cosine decay
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
-                                                 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, args.steps - warmup))))
+    # as conf/recipe/tiny.yaml: 5% linear warm-up, then cosine decay
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_factor(args.steps, warmup_ratio=0.05))
     rng = np.random.default_rng(args.seed)
     order, cursor, losses, l1s = rng.permutation(len(samples)), 0, [], []
     start = time.perf_counter()

@@ -19,6 +19,19 @@ from vla.models.vla import VLA
 from vla.training.stages import STAGES, apply_stage, trainable_parameter_summary
 
 LR_SCHEDULES = ("constant", "linear-warmup+cosine-decay")
+
+
+def warmup_cosine_factor(total_steps: int, warmup_ratio: float):
+    """LR multiplier per step for ``linear-warmup+cosine-decay`` (Prismatic's schedule), for ``LambdaLR``."""
+    warmup = int(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        progress = (step - warmup) / max(total_steps - warmup, 1)
+        return 0.5 * (1.0 + float(np.cos(np.pi * min(progress, 1.0))))
+
+    return factor
 CHECKPOINT_KEY = "vla"
 
 
@@ -134,15 +147,7 @@ class VLATrainingModule(pl.LightningModule):
         optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
         if self.lr_schedule == "constant":
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(self.warmup_ratio * total)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / max(warmup, 1)
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.5 * (1.0 + float(np.cos(np.pi * min(progress, 1.0))))
-
+        factor = warmup_cosine_factor(int(self.trainer.estimated_stepping_batches), self.warmup_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
