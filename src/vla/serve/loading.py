@@ -17,6 +17,8 @@ from vla.models import VLA, load_checkpoint
 from vla.models.factory import float_dtype
 
 QUANTIZE_MODES = ("8bit", "4bit")
+
+
 def load_policy(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "float32",
                 quantize: str | None = None) -> VLA:
     """Any checkpoint form (``vla.models.load_checkpoint``) ready for ``predict_action_batch`` (eval mode, no grads)."""
