@@ -6,8 +6,8 @@ Usage: python bench/bench_closed_loop.py [--run-dir runs/closed_loop] [--trials 
 Trains with ``python train.py`` (the embedded default plus any overrides after ``--``), then rolls the
 exported model out on held-out scene seeds of a sim suite. Baseline, measured in the same run on the
 same scenes: the same trained model told one fixed instruction (the suite's first task) whatever the
-task is, i.e. the same visuomotor skill without language (it succeeds on at most ~1 / n_objects of
-the tasks); and an untrained model of the same architecture (no skill at all).
+task is, i.e. the same visuomotor skill without language (it succeeds on at most ~1 / n_tasks of
+the tasks when the scene alone does not tell the tasks apart); and an untrained model of the same architecture (no skill at all).
 """
 
 from __future__ import annotations
@@ -86,9 +86,8 @@ def main() -> None:
         rows[name] = {**results["suite"], "eval_s": time.perf_counter() - start}
 
     config = run_config(args.run_dir)
-    print(f"\nClosed loop: {args.suite}, {suite.n_objects} object(s) (a language-blind policy reaches the named block "
-          f"in at most ~{1 / suite.n_objects:.0%} of tasks), "
-          f"{args.trials} held-out scenes x {suite.n_tasks} tasks")
+    print(f"\nClosed loop: {args.suite}, {suite.n_objects} object(s), {args.trials} held-out scenes x {suite.n_tasks} tasks "
+          f"(a language-blind policy can succeed on at most ~{1 / suite.n_tasks:.0%} of them)")
     print(f"demos {config['demos']} | steps {metrics['global_step']} (batch {config['batch_size']}, lr {config['lr']}) | "
           f"train wall {'-' if train_s is None else f'{train_s:.0f} s'} | "
           f"val action acc {metrics.get('val/action_accuracy', float('nan')):.3f} | val L1 {metrics.get('val/l1', float('nan')):.4f}")

@@ -171,3 +171,25 @@ def test_env_modules_do_not_import_tensorflow():
     code = ("import sys, vla.eval.envs.sim, vla.eval.envs.sim.generate; "
             "assert not any(m.split('.')[0] in {'tensorflow', 'tensorflow_datasets'} for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_paired_demo_plan_shows_each_scene_with_every_task_and_keeps_val_scenes_apart():
+    from vla.eval.envs.sim.generate import _validated_val_count, episode_plan
+
+    suite = SimTaskSuite("sim_reach")  # 3 tasks
+    plain = episode_plan(10, seed=0, suite=suite)
+    assert [task for task, _ in plain] == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    assert len({seed for _, seed in plain}) == 10  # unpaired: a new scene per episode (as before)
+    paired = episode_plan(10, seed=0, suite=suite, paired=True)
+    assert [task for task, _ in paired] == [task for task, _ in plain]
+    groups = [{seed for _, seed in paired[i:i + 3]} for i in range(0, 10, 3)]
+    assert all(len(group) == 1 for group in groups) and len(set.union(*groups)) == 4
+    assert all(seed < EVAL_SEED_BASE for _, seed in paired)
+    # val = last 10% (1 episode), moved back to a scene boundary: episodes 9.. (not 9 alone mid-scene)
+    n_val = _validated_val_count(10, 0.1, scene_group=3)
+    assert n_val == 1 and (10 - n_val) % 3 == 0
+    n_val = _validated_val_count(11, 0.1, scene_group=3)
+    assert n_val == 2 and {s for _, s in episode_plan(11, 0, suite, True)[:9]}.isdisjoint(
+        {s for _, s in episode_plan(11, 0, suite, True)[9:]})
+    with pytest.raises(ValueError, match="episodes must be >= 6"):
+        _validated_val_count(5, 0.1, scene_group=3)

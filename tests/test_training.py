@@ -177,3 +177,11 @@ def test_embedded_data_made_with_other_generation_parameters_is_not_reused(tmp_p
     (tmp_path / "prepared" / "vla_sim" / "manifest.json").write_text("{}")
     with pytest.raises(ValueError, match="'suite': 'sim_all'.*pass another data.root"):
         ensure_embedded_data(cfg.data.embedded)
+    # demos recorded before `paired` existed were unpaired: still reused for the default config
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        default = compose("train", overrides=[f"data.root={tmp_path}"])
+    ensure_embedded_data(default.data.embedded)
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        paired = compose("train", overrides=[f"data.root={tmp_path}", "data.embedded.paired=true"])
+    with pytest.raises(ValueError, match="'paired': False.*'paired': True"):
+        ensure_embedded_data(paired.data.embedded)

@@ -19,11 +19,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from vla.eval.envs.sim.generate import DATASET_NAME, VERSION, recorded_params
 from vla.training.checkpoint_io import AtomicCheckpointIO
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 RESUME_CHOICES = "null | auto | <path to a .ckpt file>"
-GENERATION_KEYS = ("episodes", "seed", "image_size", "suite", "n_objects", "noise_std")  # data.embedded -> sim generator
+GENERATION_KEYS = ("episodes", "seed", "image_size", "suite", "n_objects", "noise_std", "paired")  # data.embedded -> sim generator
 
 
 def ensure_embedded_data(embedded: DictConfig) -> None:
@@ -35,9 +36,9 @@ def ensure_embedded_data(embedded: DictConfig) -> None:
     """
     prepared, rlds = Path(embedded.prepared_dir), Path(embedded.rlds_dir)
     wanted = {key: embedded[key] for key in GENERATION_KEYS}
-    recorded = rlds / "vla_sim" / "1.0.0" / "metadata.json"
-    if recorded.is_file():
-        existing = {key: json.loads(recorded.read_text()).get(key) for key in GENERATION_KEYS}
+    version_dir = rlds / DATASET_NAME / VERSION
+    if (version_dir / "metadata.json").is_file():
+        existing = {key: recorded_params(version_dir).get(key) for key in GENERATION_KEYS}
         if existing != wanted:
             raise ValueError(f"{rlds} holds sim demos generated with {existing}, not the requested {wanted}; "
                              "pass another data.root (e.g. data.root=data/generated/<name>) or delete it")

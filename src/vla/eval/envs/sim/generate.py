@@ -36,11 +36,23 @@ class GenerateConfig:
     suite: str = "sim_all"
     n_objects: int = 3
     noise_std: float = 0.002
+    paired: bool = False
 
 
-def episode_plan(episodes: int, seed: int, suite: SimTaskSuite) -> list[tuple[int, int]]:
-    """(task_id, scene_seed) per episode: tasks round-robin, scene seeds below the eval range."""
+# Generation parameters added after datasets were first written, with the value those datasets used.
+_LATER_PARAMS = {"paired": False}
+
+
+def episode_plan(episodes: int, seed: int, suite: SimTaskSuite, paired: bool = False) -> list[tuple[int, int]]:
+    """(task_id, scene_seed) per episode: tasks round-robin, scene seeds below the eval range.
+
+    ``paired``: each run of ``n_tasks`` consecutive episodes shares one scene, so the same image is
+    demonstrated with every instruction. The contrast (same scene, other words, other actions) is
+    what teaches a small model from scratch that the instruction matters.
+    """
     scene_seeds = np.random.default_rng(seed).integers(0, EVAL_SEED_BASE, size=episodes)
+    if paired:
+        scene_seeds = scene_seeds[np.arange(episodes) // suite.n_tasks]
     return [(i % suite.n_tasks, int(scene_seed)) for i, scene_seed in enumerate(scene_seeds)]
 
 
@@ -82,15 +94,18 @@ def generate_rlds(
     val_fraction: float = 0.1,
     n_objects: int = 3,
     noise_std: float = 0.002,
+    paired: bool = False,
     progress: bool = True,
 ) -> Path:
     """Write `<out_dir>/vla_sim/1.0.0/` (train + val) unless it already exists with these parameters.
 
-    Returns `out_dir`, the tfds data dir that holds `vla_sim/`.
+    Returns `out_dir`, the tfds data dir that holds `vla_sim/`. With ``paired`` scenes the val split
+    starts at a scene boundary, so no val scene is also a training scene.
     """
     params = {"episodes": episodes, "seed": seed, "image_size": image_size, "val_fraction": val_fraction,
-              "suite": suite, "n_objects": n_objects, "noise_std": noise_std}
-    n_val = _validated_val_count(episodes, val_fraction)
+              "suite": suite, "n_objects": n_objects, "noise_std": noise_std, "paired": paired}
+    task_suite = SimTaskSuite(suite, n_objects=n_objects)
+    n_val = _validated_val_count(episodes, val_fraction, task_suite.n_tasks if paired else 1)
     out_dir = Path(out_dir)
     existing = _existing_params(out_dir)
     if existing is not None:
@@ -98,8 +113,7 @@ def generate_rlds(
             raise ValueError(f"{out_dir / DATASET_NAME} already holds a dataset generated with {existing}, not {params}; "
                              "use another out dir or delete it")
         return out_dir
-    task_suite = SimTaskSuite(suite, n_objects=n_objects)
-    plan = episode_plan(episodes, seed, task_suite)
+    plan = episode_plan(episodes, seed, task_suite, paired)
     bar = tqdm(total=episodes, desc="sim demos", unit="episode", disable=not progress)
 
     def episodes_of(split: str, indices: range):
@@ -130,12 +144,20 @@ def generate_rlds(
     return out_dir
 
 
-def _validated_val_count(episodes: int, val_fraction: float) -> int:
-    if episodes < 2:
-        raise ValueError(f"episodes must be >= 2 (train and val both need one), got {episodes}")
+def _validated_val_count(episodes: int, val_fraction: float, scene_group: int = 1) -> int:
+    """Val episodes: the last ``val_fraction`` of them, extended back to a multiple of ``scene_group``."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    return min(max(1, round(episodes * val_fraction)), episodes - 1)
+    if episodes < 2 * scene_group:
+        raise ValueError(f"episodes must be >= {2 * scene_group} (train and val both need a scene), got {episodes}")
+    n_val = min(max(1, round(episodes * val_fraction)), episodes - 1)
+    n_train = max(scene_group, (episodes - n_val) // scene_group * scene_group)
+    return episodes - n_train
+
+
+def recorded_params(version_dir: Path) -> dict[str, Any]:
+    """Generation parameters recorded with a dataset (parameters added since then: their old value)."""
+    return {**_LATER_PARAMS, **json.loads((version_dir / "metadata.json").read_text())}
 
 
 def _existing_params(out_dir: Path) -> dict[str, Any] | None:
@@ -143,10 +165,9 @@ def _existing_params(out_dir: Path) -> dict[str, Any] | None:
     version_dir = out_dir / DATASET_NAME / VERSION
     if not (version_dir / "dataset_info.json").is_file():
         return None
-    metadata = version_dir / "metadata.json"
-    if not metadata.is_file():
+    if not (version_dir / "metadata.json").is_file():
         raise ValueError(f"{version_dir} is a vla_sim dataset without generation metadata; use another out dir")
-    return json.loads(metadata.read_text())
+    return recorded_params(version_dir)
 
 
 def main(argv: list[str]) -> Path:

@@ -1,13 +1,14 @@
-"""Fast recipe search for the sim closed loop: in-memory reach demos -> plain training loop -> rollouts.
+"""Fast recipe search for the sim closed loop: in-memory expert demos -> plain training loop -> rollouts.
 
-    python bench/probe_sim_reach.py [--objects 3] [--episodes 600] [--steps 2000] [--vision tiny-dinosiglip-112px]
-                                    [--lr 1e-3] [--noise 0.0] [--trials 10] [--eval-every 0]
+    python bench/probe_sim.py [--suite sim_reach] [--objects 3] [--episodes 600] [--steps 2000] [--paired]
+                              [--vision tiny-dinosiglip-112px] [--lr 1e-3] [--noise 0.0] [--trials 10] [--eval-every 0]
 
 Skips RLDS/shards (no TensorFlow, no JPEG files) so a recipe can be tried in minutes; the model,
 processor (OpenVLA prompt + 256-bin action tokens), statistics, policy wrapper and rollout loop are
 the platform's own. A recipe found here is then run for the record through ``train.py`` with
 ``bench/bench_closed_loop.py``. Baseline, same model and scenes: the policy always told the suite's
-first instruction (language-blind); with ``--objects 1`` there is one task and the two coincide.
+first instruction (language-blind); with ``--suite sim_reach --objects 1`` there is one task and the
+two coincide.
 """
 
 from __future__ import annotations
@@ -41,16 +42,19 @@ def keep_only_target(scene: Scene, colour: str) -> None:
     scene.block_pos, scene.initial_block_pos = scene.block_pos[keep], scene.initial_block_pos[keep]
 
 
-def demos(suite: SimTaskSuite, episodes: int, noise_std: float, seed: int, single_object_fraction: float = 0.0):
-    """(frames, instructions, per-episode actions) of scripted reach demos on training scene seeds.
+def demos(suite: SimTaskSuite, episodes: int, noise_std: float, seed: int, single_object_fraction: float = 0.0,
+          paired: bool = False):
+    """(frames, instructions, per-episode actions) of scripted demos on training scene seeds.
 
     A ``single_object_fraction`` of the episodes shows only the target block (a curriculum: the
-    visuomotor skill without the colour binding).
+    visuomotor skill without the colour binding). ``paired``: each scene is demonstrated once per
+    task (same image, other instruction, other action), instead of one task per scene.
     """
     rng = np.random.default_rng(seed)
     frames, instructions, actions = [], [], []
     for index in range(episodes):
-        scene_seed = int(rng.integers(0, EVAL_SEED_BASE))
+        if not paired or index % suite.n_tasks == 0:
+            scene_seed = int(rng.integers(0, EVAL_SEED_BASE))
         env = suite.make_env(index % suite.n_tasks, wrist_image=False)
         expert = ScriptedExpert(noise_std=noise_std, seed=scene_seed)
         observation, _ = env.reset(seed=scene_seed)
@@ -91,6 +95,7 @@ def closed_loop(vla: VLA, suite: SimTaskSuite, trials: int) -> dict[str, tuple[i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="sim_reach", help="sim task suite (sim_reach, sim_push, ...)")
     parser.add_argument("--objects", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--steps", type=int, default=2000)
@@ -101,15 +106,16 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.0, help="expert action noise std (m)")
     parser.add_argument("--single-object-fraction", type=float, default=0.0,
                         help="share of demos showing only the target block (curriculum)")
+    parser.add_argument("--paired", action="store_true", help="demonstrate every task on each scene")
     parser.add_argument("--trials", type=int, default=10, help="held-out scenes per task")
     parser.add_argument("--eval-every", type=int, default=0, help="also roll out every N steps (a third of the trials)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
-    suite = SimTaskSuite("sim_reach", n_objects=args.objects, n_init_states=args.trials)
+    suite = SimTaskSuite(args.suite, n_objects=args.objects, n_init_states=args.trials)
     start = time.perf_counter()
-    frames, instructions, actions = demos(suite, args.episodes, args.noise, args.seed, args.single_object_fraction)
+    frames, instructions, actions = demos(suite, args.episodes, args.noise, args.seed, args.single_object_fraction, args.paired)
     statistics = compute_statistics(actions, None)
     normalized = normalize(np.concatenate(actions), statistics["action"])
     vla = build_vla(args.vision, args.llm, norm_stats={UNNORM_KEY: statistics}).train()
@@ -144,8 +150,8 @@ def main() -> None:
     train_s = time.perf_counter() - start
 
     results = closed_loop(vla, suite, args.trials)
-    print(f"\nsim_reach, {args.objects} object(s): {args.episodes} noise-{args.noise} demos, {args.steps} steps "
-          f"(batch {args.batch_size}, lr {args.lr}, {args.vision} + {args.llm}), train {train_s:.0f} s")
+    print(f"\n{args.suite}, {args.objects} object(s): {args.episodes} noise-{args.noise} demos, {args.steps} steps "
+          f"(batch {args.batch_size}, lr {args.lr}, {args.vision} + {args.llm}{', paired' if args.paired else ''}), train {train_s:.0f} s")
     print("| policy | success | 95% Wilson CI |\n|:--|--:|:--|")
     for name, (wins, count) in results.items():
         low, high = wilson_interval(wins, count)
