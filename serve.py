@@ -1,17 +1,6 @@
-"""Serve an exported VLA over HTTP: ``python serve.py checkpoint=<dir> host=127.0.0.1 port=8000``."""
+"""Serve a VLA over HTTP: `python serve.py checkpoint=<dir> host=127.0.0.1 port=8000` (= `vla-serve`)."""
 
-import hydra
-import uvicorn
-from hydra.utils import instantiate
-from omegaconf import DictConfig
-
-
-@hydra.main(config_path="conf", config_name="serve", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    policy = instantiate(cfg.policy)
-    app = instantiate(cfg.app, policy=policy)
-    uvicorn.run(app, host=cfg.host, port=cfg.port)
-
+from vla.cli import serve
 
 if __name__ == "__main__":
-    main()
+    serve()

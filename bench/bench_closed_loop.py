@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from vla.eval.envs.sim import SimTaskSuite
-from vla.eval.policy import Policy, VLAPolicy
+from vla.sim import SimTaskSuite
+from vla.policy import Policy
 from vla.models import build_vla, load_checkpoint
 from vla.eval.runner import evaluate
 
@@ -72,7 +72,7 @@ def main() -> None:
     train_s = None if args.skip_train else train(args.run_dir, args.overrides)
     metrics = json.loads((args.run_dir / "metrics.json").read_text())
     vla = load_checkpoint(args.run_dir / "export")
-    policy = VLAPolicy(vla, unnorm_key=UNNORM_KEY)
+    policy = Policy(vla, preprocessing="openvla-eval", unnorm_key=UNNORM_KEY)
     suite = SimTaskSuite(args.suite, n_objects=args.objects, n_init_states=args.trials)
     blind = FixedInstructionPolicy(policy, suite.get_task(0).language)
     torch.manual_seed(0)

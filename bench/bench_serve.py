@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from vla.models import build_vla, save_vla  # noqa: E402
-from vla.serve.client import PolicyClient  # noqa: E402
+from vla.client import PolicyClient  # noqa: E402
 from vla.serve.server import free_port  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,10 @@ import time
 
 import numpy as np
 
-from vla.eval.envs.sim import ScriptedExpert, SimTaskSuite
-from vla.eval.envs.sim.generate import episode_plan, generate_rlds, record_episode
-from vla.eval.envs.sim.scene import apply_action
+from vla.sim import ScriptedExpert, SimTaskSuite
+from data_prep.sim_rlds import generate_rlds
+from vla.sim.demos import episode_plan, record_episode
+from vla.sim.scene import apply_action
 
 
 def expert_actions(suite: SimTaskSuite, count: int) -> list[tuple[int, int, list[np.ndarray]]]:

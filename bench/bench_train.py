@@ -29,7 +29,7 @@ def prepared_root(data_root: str | None) -> Path:
     if data_root:
         return Path(data_root)
     from data_prep import prepare
-    from vla.eval.envs.sim.generate import generate_rlds
+    from data_prep.sim_rlds import generate_rlds
 
     base = Path(tempfile.mkdtemp(prefix="bench_train_"))
     prepare(dataset="vla_sim", source=generate_rlds(base / "rlds", episodes=60, progress=False), out=base / "prepared" / "vla_sim")

@@ -19,15 +19,15 @@ import time
 import numpy as np
 import torch
 
-from vla.data.normalization import normalize
+from vla.contract.normalization import normalize
 from vla.data.statistics import compute_statistics
-from vla.eval.envs.sim import SimTaskSuite
-from vla.eval.envs.sim.expert import ScriptedExpert
-from vla.eval.envs.sim.scene import Scene
-from vla.eval.envs.sim.suite import EVAL_SEED_BASE
-from vla.eval.images import resize_like_openvla
+from vla.sim import SimTaskSuite
+from vla.sim.expert import ScriptedExpert
+from vla.sim.scene import Scene
+from vla.sim.suite import EVAL_SEED_BASE
+from vla.contract.images import resize_like_openvla
 from vla.eval.metrics import wilson_interval
-from vla.eval.policy import VLAPolicy
+from vla.policy import Policy
 from vla.eval.rollout import run_episode
 from vla.models import VLA, build_vla
 from vla.training.module import warmup_cosine_factor
@@ -77,7 +77,7 @@ def demos(suite: SimTaskSuite, episodes: int, noise_std: float, seed: int, singl
 def closed_loop(vla: VLA, suite: SimTaskSuite, trials: int) -> dict[str, tuple[int, int]]:
     """(successes, episodes) of the trained policy and of the language-blind baseline on held-out scenes."""
     vla.eval()
-    policy = VLAPolicy(vla, unnorm_key=UNNORM_KEY)
+    policy = Policy(vla, preprocessing="openvla-eval", unnorm_key=UNNORM_KEY)
     first = suite.get_task(0).language
     candidates = {"trained": policy, "language-blind": lambda image, _: policy(image, first)}
     results = {}

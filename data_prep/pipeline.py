@@ -1,4 +1,4 @@
-"""The one-time conversion: RLDS -> statistics -> normalized WebDataset shards (contract S2).
+"""The one-time conversion: RLDS -> statistics -> normalized WebDataset shards (docs/contracts.md).
 
 Two passes over the source. The scan pass standardizes every episode of every split, computes
 the statistics (written first) and plans which consecutive episodes go to which shard (by
@@ -21,17 +21,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from vla.data.normalization import NORMALIZATION_KINDS, normalize
+from vla.contract.normalization import NORMALIZATION_KINDS, normalize
 from vla.data.registry import DatasetConfig, EpisodeError, StandardEpisode, get_dataset_config
-from vla.data.shards import (
-    FORMAT_VERSION,
-    MANIFEST_FILE,
-    encode_sample,
-    file_sha256,
-    sample_key,
-    write_json_atomic,
-    write_shard,
-)
+from vla.atomic import write_json_atomic
+from vla.data.shards import FORMAT_VERSION, MANIFEST_FILE, encode_sample, file_sha256, sample_key, write_shard
 from vla.data.statistics import compute_statistics, load_statistics, write_statistics
 
 PROGRESS_DIR = "_progress"
@@ -273,7 +266,7 @@ def _load_or_make_plan(
         return plan
     splits = plan_splits(rlds_reader.split_sizes(_builder(source, dataset)))
     plan = _scan(source, dataset, config, splits, options, num_workers, out)
-    write_json_atomic(plan_path, plan)
+    write_json_atomic(plan_path, plan, sort_keys=True)
     return plan
 
 
@@ -353,7 +346,7 @@ def prepare(
         _write_task, todo, num_workers, f"write {dataset}", [t[3]["episodes"][1] - t[3]["episodes"][0] for t in todo]
     ):
         done[entry["file"]] = entry
-        write_json_atomic(part_path, done)
+        write_json_atomic(part_path, done, sort_keys=True)
 
     recorded = _recorded_shards(progress)
     if all(shard["file"] in recorded for _, shard in all_shards):
@@ -384,4 +377,5 @@ def _write_manifest(
             "skipped_episodes": plan["skipped_episodes"],
             "complete": True,
         },
+        sort_keys=True,
     )

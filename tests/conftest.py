@@ -50,9 +50,17 @@ def sim_data_root(tmp_path_factory) -> Path:
     Returns the data root holding ``vla_sim/`` (the layout ``VLADataModule`` reads).
     """
     from data_prep import prepare
-    from vla.eval.envs.sim.generate import generate_rlds
+    from data_prep.sim_rlds import generate_rlds
 
     base = tmp_path_factory.mktemp("sim_data")
     rlds = generate_rlds(base / "rlds", episodes=12, seed=0, image_size=224, progress=False)
     prepare(dataset="vla_sim", source=rlds, out=base / "prepared" / "vla_sim")
     return base / "prepared"
+
+
+def compose_cli(config_name: str, *overrides: str):
+    """The config an entry point (``vla-<name>``) composes from these command-line overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vla.models.action_tokenizer import ActionTokenizer
+from vla.contract.action_tokenizer import ActionTokenizer
 
 
 @pytest.fixture(scope="module")

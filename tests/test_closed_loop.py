@@ -12,9 +12,9 @@ import torch
 
 from tests.test_training import compose_train
 from vla.data import VLADataModule
-from vla.eval.envs.sim import SimTaskSuite
+from vla.sim import SimTaskSuite
 from vla.eval.offline import evaluate_offline
-from vla.eval.policy import VLAPolicy
+from vla.policy import Policy
 from vla.eval.runner import evaluate
 from vla.models import build_vla, load_checkpoint
 from vla.training.run import train
@@ -39,7 +39,7 @@ def test_trained_tiny_vla_scores_far_above_chance_and_runs_closed_loop(tmp_path,
     assert after["action_accuracy"] > before["action_accuracy"] + 0.2 and after["loss"] < 0.7 * before["loss"], (before, after)
 
     suite = SimTaskSuite("sim_reach", n_init_states=2)
-    results = evaluate(suite, VLAPolicy(trained, unnorm_key="vla_sim"), tmp_path / "closed_loop", num_trials_per_task=2,
+    results = evaluate(suite, Policy(trained, preprocessing="openvla-eval", unnorm_key="vla_sim"), tmp_path / "closed_loop", num_trials_per_task=2,
                        num_steps_wait=0, max_steps=6, progress=False)
     records = [json.loads(line) for line in (tmp_path / "closed_loop" / "episodes.jsonl").read_text().splitlines()]
     assert results["suite"]["episodes"] == len(records) == suite.n_tasks * 2

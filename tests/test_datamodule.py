@@ -16,7 +16,7 @@ from PIL import Image
 
 from vla.data import VLADataModule
 from vla.data.augmentation import OpenVLAAugmentation
-from vla.data.prompt import IGNORE_INDEX
+from vla.contract.prompt import IGNORE_INDEX
 from vla.data.shards import CorruptShardError
 
 ACTION_DIM = 7

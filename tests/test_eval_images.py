@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vla.eval.images import center_crop, jpeg_roundtrip, lanczos_resize, resize_like_openvla
+from vla.contract.images import center_crop, jpeg_roundtrip, lanczos_resize, resize_like_openvla
 
 
 def _scene(size: int = 256) -> np.ndarray:

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO_ROOT
 from vla.eval.envs.libero import LiberoSuite, libero_gripper_action
-from vla.eval.policy import VLAPolicy, resolve_suite_unnorm_key
+from vla.policy import Policy, resolve_suite_unnorm_key
 from vla.models import load_checkpoint
 from vla.eval.rollout import NOOP_ACTION
 
@@ -43,11 +43,11 @@ def test_load_checkpoint_reads_exported_dir_and_openvla_hf_dir_alike(tmp_path, t
     from vla.models.openvla_format import export_openvla_hf
 
     image = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    expected = tiny_vla.predict_action(image, "move to the red block", unnorm_key="sim")
+    expected = Policy(tiny_vla).act(image, "move to the red block", unnorm_key="sim")
     for path in (save_vla(tiny_vla, tmp_path / "export"), export_openvla_hf(tiny_vla, tmp_path / "openvla_hf")):
         vla = load_checkpoint(path)
         assert vla.norm_stats.keys() == {"sim"} and not vla.training
-        np.testing.assert_array_equal(vla.predict_action(image, "move to the red block", unnorm_key="sim"), expected)
+        np.testing.assert_array_equal(Policy(vla).act(image, "move to the red block", unnorm_key="sim"), expected)
 
 
 def test_load_checkpoint_reads_training_ckpt_like_its_export(tmp_path, sim_data_root):
@@ -60,8 +60,8 @@ def test_load_checkpoint_reads_training_ckpt_like_its_export(tmp_path, sim_data_
     from_export = load_checkpoint(tmp_path / "export")
     assert not from_ckpt.training and from_ckpt.norm_stats == from_export.norm_stats
     image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(from_ckpt.predict_action(image, "move to the red block"),
-                                  from_export.predict_action(image, "move to the red block"))
+    np.testing.assert_array_equal(Policy(from_ckpt).act(image, "move to the red block"),
+                                  Policy(from_export).act(image, "move to the red block"))
 
 
 def test_load_checkpoint_rejects_other_paths_listing_accepted_forms(tmp_path):
@@ -76,13 +76,13 @@ def test_load_checkpoint_rejects_other_paths_listing_accepted_forms(tmp_path):
 
 
 def test_vla_policy_preprocesses_and_checks_unnorm_key(tiny_vla):
-    policy = VLAPolicy(tiny_vla, unnorm_key="sim", center_crop=True)
+    policy = Policy(tiny_vla, preprocessing="openvla-eval", unnorm_key="sim", center_crop=True)
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     assert policy.preprocess(image).shape == (224, 224, 3)
     action = policy(image, "pick up the red block")
     assert action.shape == (7,) and np.all(np.isfinite(action))
     with pytest.raises(ValueError, match="libero_spatial"):
-        VLAPolicy(tiny_vla, unnorm_key="libero_spatial")
+        Policy(tiny_vla, preprocessing="openvla-eval", unnorm_key="libero_spatial")
 
 
 def _compose(*overrides: str):
@@ -99,7 +99,7 @@ def test_config_selects_env_suite_and_defaults():
 
 def test_eval_entry_on_the_sim_writes_results(tmp_path, tiny_vla):
     """eval.py's path end to end: exported tiny VLA, real sim suite, one task, one trial."""
-    pytest.importorskip("vla.eval.envs.sim")
+    pytest.importorskip("vla.sim")
     from omegaconf import OmegaConf
 
     from vla.eval.app import run_eval

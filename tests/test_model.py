@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from vla.data.prompt import IGNORE_INDEX, openvla_prompt
+from vla.contract.prompt import IGNORE_INDEX, openvla_prompt
 from vla.models import VLA, build_projector, build_vla
 from vla.models.summary import parameter_counts
-from vla.models.vision import ImageTransform, VisionBackbone
+from vla.contract.images import ImageTransform
+from vla.models.vision import VisionBackbone
+from vla.policy import Policy
 
 
 def _image(seed: int = 0, shape=(180, 240, 3)) -> np.ndarray:
@@ -81,20 +83,20 @@ def test_loss_equals_manual_cross_entropy_on_action_tokens(tiny_vla):
 
 def test_predict_action_finite_deterministic_and_batch_consistent(tiny_vla):
     img = _image(3)
-    a1 = tiny_vla.predict_action(img, "push the red block to the left")
-    a2 = tiny_vla.predict_action(img, "push the red block to the left")
+    a1 = Policy(tiny_vla).act(img, "push the red block to the left")
+    a2 = Policy(tiny_vla).act(img, "push the red block to the left")
     assert a1.shape == (7,) and a1.dtype == np.float64 and np.isfinite(a1).all()
     np.testing.assert_array_equal(a1, a2)
     # The gripper dim is masked out of normalization: it stays a bin centre in [-1, 1].
     assert -1 <= a1[6] <= 1
-    batch = tiny_vla.predict_action_batch([img, _image(4, (64, 64, 3))], ["push the red block to the left", "go"])
+    batch = Policy(tiny_vla).predict_batch([img, _image(4, (64, 64, 3))], ["push the red block to the left", "go"])
     np.testing.assert_array_equal(batch[0], a1)
-    np.testing.assert_array_equal(batch[1], tiny_vla.predict_action(_image(4, (64, 64, 3)), "go"))
+    np.testing.assert_array_equal(batch[1], Policy(tiny_vla).act(_image(4, (64, 64, 3)), "go"))
 
 
 def test_kv_cache_decoding_matches_full_recompute(tiny_vla):
     img = _image(5)
-    tokens = tiny_vla.generate_action_tokens([img], ["stack the cups"], 7)[0]
+    tokens = tiny_vla.generate_action_tokens(**tiny_vla.processor.inference_batch([img], ["stack the cups"]), action_dim=7)[0]
     pixel = tiny_vla.image_transform(img)[None]
     ids = torch.tensor(tiny_vla.prompt_tokenizer.prompt_ids("stack the cups"))[None]
     expected = []
@@ -108,13 +110,13 @@ def test_kv_cache_decoding_matches_full_recompute(tiny_vla):
 
 
 def test_unnormalization_uses_statistics_and_mask(tiny_vla):
-    tokens = tiny_vla.generate_action_tokens([_image(6)], ["lift"], 7)[0].numpy()
+    tokens = tiny_vla.generate_action_tokens(**tiny_vla.processor.inference_batch([_image(6)], ["lift"]), action_dim=7)[0].numpy()
     normalized = tiny_vla.action_tokenizer.decode(tokens)
     stats = tiny_vla.norm_stats["sim"]["action"]
     expected = normalized.copy()
     q01, q99 = np.array(stats["q01"]), np.array(stats["q99"])
     expected[:6] = 0.5 * (normalized[:6] + 1) * (q99[:6] - q01[:6]) + q01[:6]
-    np.testing.assert_allclose(tiny_vla.predict_action(_image(6), "lift"), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(Policy(tiny_vla).act(_image(6), "lift"), expected, rtol=0, atol=1e-12)
 
 
 def test_tiny_model_overfits_one_batch():
@@ -147,14 +149,14 @@ def test_tiny_model_overfits_one_batch():
 )
 def test_bad_images_are_rejected(tiny_vla, image, match):
     with pytest.raises(ValueError, match=match):
-        tiny_vla.predict_action(image, "go")
+        Policy(tiny_vla).act(image, "go")
 
 
 def test_bad_instruction_and_unnorm_key(tiny_vla):
     with pytest.raises(ValueError, match="instruction is empty"):
-        tiny_vla.predict_action(_image(), "")
+        Policy(tiny_vla).act(_image(), "")
     with pytest.raises(ValueError, match="Unknown unnorm_key 'bridge'.*sim"):
-        tiny_vla.predict_action(_image(), "go", unnorm_key="bridge")
+        Policy(tiny_vla).act(_image(), "go", unnorm_key="bridge")
 
 
 def test_unknown_names_are_rejected():
@@ -226,7 +228,7 @@ def test_actions_can_depend_on_the_image_alone():
         out.loss.backward()
         opt.step()
     vla.eval()
-    left = vla.generate_action_tokens([square_at(20)], ["do it"])[0]
-    right = vla.generate_action_tokens([square_at(170)], ["do it"])[0]
+    left = vla.generate_action_tokens(**vla.processor.inference_batch([square_at(20)], ["do it"]))[0]
+    right = vla.generate_action_tokens(**vla.processor.inference_batch([square_at(170)], ["do it"]))[0]
     np.testing.assert_allclose(vla.action_tokenizer.decode(left.numpy()), -0.4, atol=2 / 255)
     np.testing.assert_allclose(vla.action_tokenizer.decode(right.numpy()), 0.4, atol=2 / 255)

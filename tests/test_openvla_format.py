@@ -20,6 +20,7 @@ from vla.models.openvla_format import (
     load_openvla,
     to_hf_name,
 )
+from vla.policy import Policy
 
 STATS_B = {"action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0] * 6 + [1.0], "min": [-2.0] * 6 + [0.0],
                       "max": [2.0] * 6 + [1.0], "mean": [0.0] * 7, "std": [1.0] * 7, "mask": [True] * 6 + [False]}}
@@ -107,11 +108,11 @@ INSTRUCTIONS = ["pick up the red block", "Open the drawer"]
 @pytest.fixture(scope="module")
 def expected_actions(two_dataset_vla) -> dict[str, np.ndarray]:
     """The source model's actions per unnorm_key (computed once: CPU time is shared)."""
-    return {key: two_dataset_vla.predict_action_batch(_images(), INSTRUCTIONS, key) for key in ("sim", "other")}
+    return {key: Policy(two_dataset_vla).predict_batch(_images(), INSTRUCTIONS, key) for key in ("sim", "other")}
 
 
 def _assert_same_actions(vla, expected_actions: dict[str, np.ndarray], unnorm_key: str) -> None:
-    actual = vla.predict_action_batch(_images(), INSTRUCTIONS, unnorm_key)
+    actual = Policy(vla).predict_batch(_images(), INSTRUCTIONS, unnorm_key)
     assert actual.shape == (2, 7)
     np.testing.assert_array_equal(actual, expected_actions[unnorm_key])
 

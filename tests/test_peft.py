@@ -11,7 +11,8 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from vla.models import load_vla, save_vla
-from vla.training.peft import adapter_parameter_names, apply_lora, apply_qlora, merge_lora
+from vla.models.lora import adapter_parameter_names, merge_lora
+from vla.training.peft import apply_lora, apply_qlora
 from vla.training.stages import apply_stage
 
 LLM_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

@@ -20,8 +20,8 @@ import torch
 from vla.models import build_vla, save_vla
 from vla.serve.app import API_KEY_HEADER, ServeSettings, create_app
 from vla.serve.batching import MicroBatcher
-from vla.serve.client import PolicyClient, ServerError
-from vla.serve.loading import load_policy
+from vla.client import PolicyClient, ServerError
+from vla.policy import load_policy
 from vla.serve.server import BackgroundServer
 
 STATS = {
@@ -94,7 +94,7 @@ def test_openvla_style_client_works_unchanged(server, policy):
     done = subprocess.run([sys.executable, "-c", script], input=image.tobytes().hex(), capture_output=True,
                           text=True, timeout=120, check=True)
     answer = json.loads(done.stdout)
-    expected = policy.predict_action(image, "pick up the screw")
+    expected = policy.act(image, "pick up the screw")
     assert answer["dtype"] == str(expected.dtype)
     np.testing.assert_array_equal(answer["plain"], expected)
     np.testing.assert_array_equal(answer["encoded"], expected)
@@ -165,7 +165,7 @@ def test_concurrent_clients_are_batched_and_match_unbatched(server, policy):
     clients, per_client = 8, 4
     images = random_images(clients, seed=1)
     instructions = [f"pick up the {color} block" for color in ("red", "green", "blue", "big yellow")] * 2
-    expected = [policy.predict_action(img, text) for img, text in zip(images, instructions)]
+    expected = [policy.act(img, text) for img, text in zip(images, instructions)]
     before = server.app.state.batcher.stats()
 
     def run_client(i: int) -> list[np.ndarray]:

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from test_serve import REPO_ROOT_CONF, export_tiny_vla, random_images
 
-from vla.serve.client import PolicyClient
-from vla.serve.loading import load_policy
+from vla.client import PolicyClient
+from vla.policy import load_policy
 from vla.serve.server import BackgroundServer
 
 
@@ -25,7 +25,7 @@ def checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("mode,layer_type", [("4bit", bnb.nn.Linear4bit), ("8bit", bnb.nn.Linear8bitLt)])
 def test_quantized_checkpoint_serves_finite_actions(checkpoint, mode, layer_type):
     policy = load_policy(checkpoint, quantize=mode)
-    quantized = [m for m in policy.llm_backbone.llm.model.layers.modules() if isinstance(m, layer_type)]
+    quantized = [m for m in policy.model.llm_backbone.llm.model.layers.modules() if isinstance(m, layer_type)]
     assert len(quantized) == 2 * 7  # tiny-llama: 2 blocks x (q, k, v, o, gate, up, down)
     with BackgroundServer(instantiate_app(policy)) as server:
         actions = [PolicyClient(server.url).act(image, "pick up the screw") for image in random_images(2)]

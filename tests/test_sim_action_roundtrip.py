@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vla.data.normalization import normalize, unnormalize
+from vla.contract.normalization import normalize, unnormalize
 from vla.data.statistics import compute_statistics
-from vla.eval.envs.sim import SimTaskSuite
-from vla.eval.envs.sim.expert import ScriptedExpert
-from vla.eval.envs.sim.generate import episode_plan, record_episode
-from vla.models.action_tokenizer import ActionTokenizer
+from vla.sim import SimTaskSuite
+from vla.sim.expert import ScriptedExpert
+from vla.sim.demos import episode_plan, record_episode
+from vla.contract.action_tokenizer import ActionTokenizer
 
 GRIPPER_NOT_NORMALIZED = [True] * 6 + [False]  # the sim's RLDS action mask (OpenVLA's convention)
 

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from vla.eval.envs.sim import EVAL_SEED_BASE, ScriptedExpert, SimTabletopEnv, SimTask, SimTaskSuite
-from vla.eval.envs.sim.scene import COLOURS, MAX_TRANSLATION
+from vla.sim import EVAL_SEED_BASE, ScriptedExpert, SimTabletopEnv, SimTask, SimTaskSuite
+from vla.sim.scene import COLOURS, MAX_TRANSLATION
 
 IMAGE_SIZE = 48  # small renders keep the suite-wide rollouts fast
 NOOP = np.array([0, 0, 0, 0, 0, 0, 1.0])
@@ -168,13 +168,13 @@ def test_suite_contract():
 
 
 def test_env_modules_do_not_import_tensorflow():
-    code = ("import sys, vla.eval.envs.sim, vla.eval.envs.sim.generate; "
+    code = ("import sys, vla.sim, vla.sim.demos; "
             "assert not any(m.split('.')[0] in {'tensorflow', 'tensorflow_datasets'} for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_paired_demo_plan_shows_each_scene_with_every_task_and_keeps_val_scenes_apart():
-    from vla.eval.envs.sim.generate import _validated_val_count, episode_plan
+    from vla.sim.demos import episode_plan, validated_val_count
 
     suite = SimTaskSuite("sim_reach")  # 3 tasks
     plain = episode_plan(10, seed=0, suite=suite)
@@ -186,10 +186,10 @@ def test_paired_demo_plan_shows_each_scene_with_every_task_and_keeps_val_scenes_
     assert all(len(group) == 1 for group in groups) and len(set.union(*groups)) == 4
     assert all(seed < EVAL_SEED_BASE for _, seed in paired)
     # val = last 10% (1 episode), moved back to a scene boundary: episodes 9.. (not 9 alone mid-scene)
-    n_val = _validated_val_count(10, 0.1, scene_group=3)
+    n_val = validated_val_count(10, 0.1, scene_group=3)
     assert n_val == 1 and (10 - n_val) % 3 == 0
-    n_val = _validated_val_count(11, 0.1, scene_group=3)
+    n_val = validated_val_count(11, 0.1, scene_group=3)
     assert n_val == 2 and {s for _, s in episode_plan(11, 0, suite, True)[:9]}.isdisjoint(
         {s for _, s in episode_plan(11, 0, suite, True)[9:]})
     with pytest.raises(ValueError, match="episodes must be >= 6"):
-        _validated_val_count(5, 0.1, scene_group=3)
+        validated_val_count(5, 0.1, scene_group=3)

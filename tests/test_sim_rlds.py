@@ -6,11 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import MissingMandatoryValue
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from vla.eval.envs.sim import SimTaskSuite  # noqa: E402
-from vla.eval.envs.sim.generate import episode_plan, generate_rlds, main, record_episode  # noqa: E402
+from vla.sim import SimTaskSuite  # noqa: E402
+from data_prep.cli import sim as sim_cli  # noqa: E402
+from data_prep.sim_rlds import generate_rlds  # noqa: E402
+from tests.conftest import compose_cli  # noqa: E402
+from vla.sim.demos import episode_plan, record_episode  # noqa: E402
 
 PARAMS = {"episodes": 5, "seed": 7, "image_size": 64, "suite": "sim_all", "val_fraction": 0.2}
 
@@ -48,7 +53,7 @@ def test_dataset_is_readable_rlds_with_the_contract_fields(dataset_dir):
 
 
 def test_generation_is_deterministic_and_matches_the_expert(dataset_dir, tmp_path):
-    again = main([f"out={tmp_path}", *(f"{k}={v}" for k, v in PARAMS.items())])
+    again = sim_cli(compose_cli("sim_demos", f"out={tmp_path}", "progress=false", *(f"{k}={v}" for k, v in PARAMS.items())))
     first, second = read_split(dataset_dir, "train"), read_split(again, "train")
     suite = SimTaskSuite("sim_all")
     plan = episode_plan(PARAMS["episodes"], PARAMS["seed"], suite)
@@ -80,8 +85,8 @@ def test_bad_arguments_are_rejected_before_any_work(tmp_path):
         generate_rlds(tmp_path, episodes=4, val_fraction=1.0)
     with pytest.raises(ValueError, match="episodes"):
         generate_rlds(tmp_path, episodes=1)
-    with pytest.raises(ValueError, match="out=<dir> is required"):
-        main(["episodes=3"])
-    with pytest.raises(Exception, match="not_a_key"):
-        main([f"out={tmp_path}", "not_a_key=1"])
+    with pytest.raises(MissingMandatoryValue, match="out"):
+        sim_cli(compose_cli("sim_demos", "episodes=3"))
+    with pytest.raises(ConfigCompositionException, match="not_a_key"):
+        compose_cli("sim_demos", f"out={tmp_path}", "not_a_key=1")
     assert not any(tmp_path.iterdir())

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vla.data.normalization import normalize
+from vla.contract.normalization import normalize
 from vla.data.statistics import compute_statistics, load_statistics, write_statistics
 
 

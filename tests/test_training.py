@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch import Callback
 
 from vla.training.run import train
+from vla.policy import Policy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,17 +53,18 @@ def test_tiny_model_learns_on_sim_shards_and_exports(tmp_path, sim_data_root):
     rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
     assert any(r.get("train/action_accuracy_step") for r in rows)
 
-    from vla.export import main as export_main
+    from tests.conftest import compose_cli
+    from vla.cli import export as export_cli
     from vla.models import load_vla
 
     exported = load_vla(tmp_path / "export")
     assert exported.norm_stats.keys() == {"vla_sim"}
     image = np.zeros((224, 224, 3), dtype=np.uint8)
-    action = exported.predict_action(image, "move to the red block")
+    action = Policy(exported).act(image, "move to the red block")
     assert action.shape == (7,) and np.isfinite(action).all()
     # The .ckpt -> standalone export gives the same model as the end-of-run export.
-    out = export_main([f"ckpt={tmp_path / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'from_ckpt'}"])
-    np.testing.assert_array_equal(load_vla(out).predict_action(image, "move to the red block"), action)
+    out = export_cli(compose_cli("export", f"ckpt={tmp_path / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'from_ckpt'}"))
+    np.testing.assert_array_equal(Policy(load_vla(out)).act(image, "move to the red block"), action)
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, sim_data_root):
@@ -86,7 +88,7 @@ def test_lora_stage_trains_only_adapters_and_exports_merged(tmp_path, sim_data_r
     cfg = compose_train(tmp_path, sim_data_root, "stage=lora", "stage.lora.r=4", "trainer.max_steps=2",
                         "trainer.val_check_interval=100", "trainer.limit_val_batches=0", "checkpoint_every_n_steps=2")
     train(cfg)
-    from vla.export import load_training_checkpoint
+    from vla.models import load_training_checkpoint
     from vla.models import load_vla
 
     merged = load_training_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
@@ -134,7 +136,7 @@ def test_two_process_cpu_training(tmp_path, sim_data_root, strategy):
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
     from vla.models import load_vla
 
-    assert np.isfinite(load_vla(tmp_path / "run" / "export").predict_action(np.zeros((64, 64, 3), np.uint8), "go")).all()
+    assert np.isfinite(Policy(load_vla(tmp_path / "run" / "export")).act(np.zeros((64, 64, 3), np.uint8), "go")).all()
 
 
 @pytest.mark.slow

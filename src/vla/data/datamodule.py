@@ -9,12 +9,11 @@ decoding them, and continues with exactly the batches an uninterrupted run would
 Batches of one epoch are dealt round-robin to the workers (batch ``j`` comes from worker
 ``j % num_workers``, as PyTorch's DataLoader orders them); on resume after ``B`` batches the
 worker roles are rotated by ``B`` so the first new batch comes from the right worker.
-Manifest/statistics checks and tar reading come from :mod:`vla.data.shards` (the data_prep side).
+The shard format (member names, tar reading, member decoding, manifest checks) is :mod:`vla.data.shards`.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -25,16 +24,27 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vla.data.augmentation import OpenVLAAugmentation
 from vla.data.mixtures import resolve_mixture
-from vla.data.processor import VLAProcessor
-from vla.data.shards import MANIFEST_FILE, CorruptShardError, PreparedDataset, iter_shard, load_prepared
+from vla.contract.processor import VLAProcessor
+from vla.data.shards import (
+    ACTION_MEMBER,
+    INSTRUCTION_MEMBER,
+    MANIFEST_FILE,
+    CorruptShardError,
+    PreparedDataset,
+    image_member,
+    iter_shard,
+    load_prepared,
+    read_array,
+    read_image,
+    read_text,
+)
 
-PRIMARY_IMAGE = "image_primary.jpg"
-_REQUIRED_MEMBERS = ("action.npy", "instruction.txt", PRIMARY_IMAGE)
+PRIMARY_IMAGE = image_member("primary")
+_REQUIRED_MEMBERS = (ACTION_MEMBER, INSTRUCTION_MEMBER, PRIMARY_IMAGE)
 
 RawSample = dict[str, Any]  # member bytes by field name + "__key__", "__shard__", "dataset_name"
 
@@ -143,12 +153,11 @@ class _SampleDecoder:
     def __call__(self, raw: RawSample, rng: np.random.Generator | None = None) -> dict[str, Any]:
         where = f"sample {raw['__key__']!r} in shard {raw['__shard__']}"
         try:
-            with Image.open(io.BytesIO(raw[PRIMARY_IMAGE])) as jpeg:
-                image = jpeg.convert("RGB")
-            action = np.load(io.BytesIO(raw["action.npy"]), allow_pickle=False)
+            image = read_image(raw[PRIMARY_IMAGE])
+            action = read_array(raw[ACTION_MEMBER])
         except (OSError, ValueError) as err:
             raise CorruptShardError(f"cannot decode {where}: {err}") from err
-        instruction = raw["instruction.txt"].decode("utf-8")
+        instruction = read_text(raw[INSTRUCTION_MEMBER])
         image = np.asarray(self.processor.image_transform.resize(image))
         if self.augmentation is not None:
             if rng is None:

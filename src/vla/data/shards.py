@@ -1,10 +1,11 @@
-"""Prepared-dataset shards (contract S2): deterministic WebDataset tar writing and reader-side checks.
+"""The prepared-shard format in one place: member names, writer, reader and checks.
 
-Writing: :func:`encode_sample` builds one transition's tar members, :func:`write_shard` writes a
-tar under a temporary name with fixed member metadata (so a re-run yields identical bytes) and
-renames it when complete. Reading: :func:`load_prepared` loads and checks ``manifest.json`` +
-``dataset_statistics.json``; :func:`verify_shard` detects corrupt or truncated shards;
-:func:`decode_sample` turns a WebDataset sample dict into arrays (``allow_pickle=False``).
+Format: docs/contracts.md, "Prepared shards". Writing: :func:`encode_sample` builds one
+transition's tar members, :func:`write_shard` writes a tar atomically with fixed member metadata
+(so a re-run yields identical bytes). Reading: :func:`load_prepared` loads and checks
+``manifest.json`` + ``dataset_statistics.json``; :func:`iter_shard` yields raw samples and detects
+truncation; :func:`verify_shard` checks a shard against its manifest hash; the ``read_*``
+functions decode single members (``allow_pickle=False``) and :func:`decode_sample` a whole sample.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,12 +22,23 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vla.atomic import atomic_write
+from vla.contract.images import JPEG_QUALITY
 from vla.data.statistics import load_statistics
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 JPEG_MAGIC = b"\xff\xd8\xff"
-JPEG_QUALITY = 95
+# Tar members of one sample (``<key>.<member>``).
+ACTION_MEMBER = "action.npy"
+PROPRIO_MEMBER = "proprio.npy"
+INSTRUCTION_MEMBER = "instruction.txt"
+META_MEMBER = "meta.json"
+
+
+def image_member(view: str) -> str:
+    """The member holding a camera view's JPEG (``image_primary.jpg``, ``image_wrist.jpg``, ...)."""
+    return f"image_{view}.jpg"
 
 
 class CorruptShardError(ValueError):
@@ -70,11 +81,11 @@ def encode_sample(
     meta: dict[str, Any],
 ) -> dict[str, bytes]:
     """One transition as WebDataset members (``{extension: bytes}`` plus ``__key__``)."""
-    sample = {"__key__": key.encode(), "action.npy": _npy(action), "proprio.npy": _npy(proprio)}
+    sample = {"__key__": key.encode(), ACTION_MEMBER: _npy(action), PROPRIO_MEMBER: _npy(proprio)}
     for view, image in images.items():
-        sample[f"image_{view}.jpg"] = to_jpeg(image)
-    sample["instruction.txt"] = instruction.encode("utf-8")
-    sample["meta.json"] = json.dumps(meta, sort_keys=True).encode("utf-8")
+        sample[image_member(view)] = to_jpeg(image)
+    sample[INSTRUCTION_MEMBER] = instruction.encode("utf-8")
+    sample[META_MEMBER] = json.dumps(meta, sort_keys=True).encode("utf-8")
     return sample
 
 
@@ -87,33 +98,28 @@ def file_sha256(path: Path) -> str:
 
 
 def write_shard(path: Path, samples: Iterable[dict[str, bytes]]) -> dict[str, Any]:
-    """Write a tar at ``path`` via ``path.tmp`` + rename; return its manifest entry.
+    """Write a tar at ``path`` atomically (fsynced before the rename); return its manifest entry.
 
     Members get mtime 0, root ownership and mode 0644, so equal samples give byte-identical shards.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for sample in samples:
-            key = sample["__key__"].decode()
-            for extension, data in sample.items():
-                if extension == "__key__":
-                    continue
-                info = tarfile.TarInfo(f"{key}.{extension}")
-                info.size, info.mtime, info.mode = len(data), 0, 0o644
-                tar.addfile(info, io.BytesIO(data))
-            count += 1
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in samples:
+                key = sample["__key__"].decode()
+                for extension, data in sample.items():
+                    if extension == "__key__":
+                        continue
+                    info = tarfile.TarInfo(f"{key}.{extension}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    tar.addfile(info, io.BytesIO(data))
+                count += 1
+
+    atomic_write(path, write, fsync=True)
     return {"file": path.name, "num_samples": count, "sha256": file_sha256(path)}
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 # === Reading ===
@@ -210,20 +216,31 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
         yield current
 
 
+def read_array(data: bytes) -> np.ndarray:
+    """A ``.npy`` member (float32 actions / proprio); never unpickles."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def read_image(data: bytes) -> Image.Image:
+    """A JPEG member, decoded to RGB."""
+    with Image.open(io.BytesIO(data)) as jpeg:
+        return jpeg.convert("RGB")
+
+
+def read_text(data: bytes | str) -> str:
+    return data.decode("utf-8") if isinstance(data, bytes) else data
+
+
 def decode_sample(sample: dict[str, bytes]) -> dict[str, Any]:
-    """Arrays, text and metadata of one sample; image members stay JPEG bytes."""
-    decoded: dict[str, Any] = {"__key__": _str(sample["__key__"])}
+    """Arrays, text and metadata of one sample; image members stay JPEG bytes (decode with :func:`read_image`)."""
+    decoded: dict[str, Any] = {"__key__": read_text(sample["__key__"])}
     for extension, data in sample.items():
         if extension.endswith(".npy"):
-            decoded[extension[: -len(".npy")]] = np.load(io.BytesIO(data), allow_pickle=False)
-        elif extension == "instruction.txt":
-            decoded["instruction"] = _str(data)
-        elif extension == "meta.json":
+            decoded[extension[: -len(".npy")]] = read_array(data)
+        elif extension == INSTRUCTION_MEMBER:
+            decoded["instruction"] = read_text(data)
+        elif extension == META_MEMBER:
             decoded["meta"] = json.loads(data)
         elif extension.endswith(".jpg"):
             decoded[extension[: -len(".jpg")]] = bytes(data)
     return decoded
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value

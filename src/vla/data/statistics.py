@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vla.atomic import write_bytes_atomic
 
 STATISTICS_FILE = "dataset_statistics.json"
 
@@ -74,10 +75,7 @@ def sha256_hex(data: bytes) -> str:
 def write_statistics(directory: Path, dataset: str, statistics: dict[str, Any]) -> str:
     """Atomically write ``{dataset: statistics}`` to ``dataset_statistics.json``; return its sha256."""
     data = statistics_bytes({dataset: statistics})
-    path = Path(directory) / STATISTICS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(Path(directory) / STATISTICS_FILE, data)
     return sha256_hex(data)
 
 

@@ -9,10 +9,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vla.eval.offline import evaluate_offline, print_offline_table, write_offline_results
-from vla.eval.policy import VLAPolicy, resolve_suite_unnorm_key
-from vla.models import load_checkpoint
 from vla.eval.records import EpisodeRecord
 from vla.eval.runner import evaluate
+from vla.models import load_checkpoint
+from vla.policy import Policy, resolve_suite_unnorm_key
 
 MODES = ("closed_loop", "offline")
 
@@ -41,9 +41,9 @@ def run_offline(cfg: DictConfig) -> dict[str, Any]:
 def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
     """Roll the policy out on every (task, trial) of the env's suite; success rates with CIs."""
     suite = instantiate(cfg.env.suite, name=cfg.task_suite or cfg.env.default_suite)
-    vla = load_checkpoint(cfg.checkpoint, device=cfg.device)
-    unnorm_key = cfg.unnorm_key or cfg.env.default_unnorm_key or resolve_suite_unnorm_key(vla.norm_stats, suite.name)
-    policy = VLAPolicy(vla, unnorm_key=unnorm_key, center_crop=cfg.center_crop)
+    model = load_checkpoint(cfg.checkpoint, device=cfg.device)
+    unnorm_key = cfg.unnorm_key or cfg.env.default_unnorm_key or resolve_suite_unnorm_key(model.norm_stats, suite.name)
+    policy = Policy(model, unnorm_key=unnorm_key, preprocessing="openvla-eval", center_crop=cfg.center_crop)
     num_steps_wait = cfg.env.num_steps_wait if cfg.num_steps_wait is None else cfg.num_steps_wait
     settings = {"env": cfg.env.name, "checkpoint": str(Path(cfg.checkpoint).resolve()),
                 "unnorm_key": policy.unnorm_key, "center_crop": bool(cfg.center_crop)}

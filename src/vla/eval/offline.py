@@ -1,31 +1,34 @@
 """Offline evaluation: loss, action-token accuracy and L1 of a checkpoint on a split of prepared shards.
 
-The numbers come from Lightning's validation loop over :class:`VLATrainingModule` and the
-:class:`VLADataModule` loader, i.e. the very code that logs ``val/*`` during training, so a
-checkpoint scored here on the data it was validated on reproduces what training logged.
+The batches come from :class:`VLADataModule`'s validation loader and the scores from the model's own
+loss and :meth:`VLA.action_metrics`, averaged as training's ``val/*`` metrics are (loss weighted by
+batch size, accuracy and L1 by action-token count), so a checkpoint scored here on the data it was
+validated on reproduces what training logged, without any training code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
+from collections import defaultdict
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
+from vla.atomic import write_json_atomic
+from vla.contract.prompt import IGNORE_INDEX
 from vla.data.datamodule import VLADataModule
 from vla.models.vla import VLA
-from vla.training.module import VLATrainingModule
 
 RESULTS_FILE = "offline_metrics.json"
 METRIC_NAMES = ("loss", "action_accuracy", "l1")
-HARNESS_STAGE = "vla-full-train"  # only scores: which parameters would train does not matter
+PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def evaluate_offline(vla: VLA, datamodule: VLADataModule, device: str = "cpu", precision: str = "32-true",
@@ -33,18 +36,57 @@ def evaluate_offline(vla: VLA, datamodule: VLADataModule, device: str = "cpu", p
     """``{"loss", "action_accuracy", "l1", "<dataset>/action_accuracy", ...}`` over the datamodule's val split.
 
     ``limit_batches`` scores only the first batches (training's ``trainer.limit_val_batches``);
-    ``None`` scores the whole split.
+    ``None`` scores the whole split. ``precision``: ``32-true`` or autocast ``bf16-mixed`` / ``16-mixed``.
     """
     if limit_batches is not None and limit_batches < 1:
         raise ValueError(f"limit_batches must be >= 1 or None (the whole split), got {limit_batches}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
     _warn_on_statistics_mismatch(vla.norm_stats, datamodule.dataset_statistics)
     datamodule.attach_processor(vla.processor)
-    module = VLATrainingModule(vla, stage=HARNESS_STAGE)
-    trainer = pl.Trainer(accelerator="cpu" if device == "cpu" else "gpu", devices=1, precision=precision,
-                         limit_val_batches=limit_batches if limit_batches is not None else 1.0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    (logged,) = trainer.validate(module, datamodule=datamodule, verbose=False)
-    return {key.removeprefix("val/"): float(value) for key, value in logged.items()}
+    datamodule.setup("validate")
+    vla = vla.to(device).eval()
+    autocast = (torch.autocast(torch.device(device).type, dtype=PRECISIONS[precision]) if PRECISIONS[precision]
+                else nullcontext())
+    sums: dict[str, float] = defaultdict(float)
+    with torch.inference_mode(), autocast:
+        for index, batch in enumerate(datamodule.val_dataloader()):
+            if limit_batches is not None and index >= limit_batches:
+                break
+            _accumulate(vla, batch, device, sums)
+    if not sums:
+        raise ValueError("the split has no batches to score")
+    metrics = {"loss": sums["loss"] / sums["examples"], "action_accuracy": sums["correct"] / max(sums["count"], 1),
+               "l1": sums["l1"] / max(sums["count"], 1)}
+    names = sorted({key.split("/")[0] for key in sums if "/" in key})
+    if len(names) > 1:  # per-dataset scores, as training logs them for mixed batches
+        for name in names:
+            count = max(sums[f"{name}/count"], 1)
+            metrics[f"{name}/action_accuracy"] = sums[f"{name}/correct"] / count
+            metrics[f"{name}/l1"] = sums[f"{name}/l1"] / count
+    return metrics
+
+
+def _accumulate(vla: VLA, batch: dict[str, Any], device: str, sums: dict[str, float]) -> None:
+    """Add one batch's loss, correct/total action tokens and L1 (overall and per dataset) to ``sums``."""
+    tensors = {key: batch[key].to(device) for key in ("pixel_values", "input_ids", "attention_mask", "labels")}
+    out = vla(**tensors)
+    batch_size = tensors["input_ids"].shape[0]
+    metrics = vla.action_metrics(out.logits, out.targets)
+    sums["loss"] += float(out.loss) * batch_size
+    sums["examples"] += batch_size
+    sums["correct"] += float(metrics["correct"])
+    sums["count"] += float(metrics["count"])
+    sums["l1"] += float(metrics["l1"]) * float(metrics["count"])
+    names = batch.get("dataset_name") or []
+    rows = (tensors["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()
+    owner = [name for name, n in zip(names, rows) for _ in range(n)]
+    for name in set(names):
+        index = torch.tensor([i for i, o in enumerate(owner) if o == name], device=out.logits.device)
+        m = vla.action_metrics(out.logits[index], out.targets[index])
+        sums[f"{name}/correct"] += float(m["correct"])
+        sums[f"{name}/count"] += float(m["count"])
+        sums[f"{name}/l1"] += float(m["l1"]) * float(m["count"])
 
 
 def _warn_on_statistics_mismatch(model_stats: Mapping[str, Any], data_stats: Mapping[str, Any]) -> None:
@@ -63,9 +105,7 @@ def write_offline_results(out_dir: str | os.PathLike, metrics: Mapping[str, floa
                           settings: Mapping[str, Any]) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / RESULTS_FILE
-    path.write_text(json.dumps({"metrics": dict(metrics), "settings": dict(settings)}, indent=2))
-    return path
+    return write_json_atomic(out / RESULTS_FILE, {"metrics": dict(metrics), "settings": dict(settings)})
 
 
 def print_offline_table(metrics: Mapping[str, float], title: str, console: Console | None = None) -> None:

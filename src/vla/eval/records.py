@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vla.atomic import write_json_atomic
+
 EPISODES_FILE = "episodes.jsonl"
 RUN_FILE = "run.json"
 
@@ -46,7 +48,7 @@ class EpisodeLog:
                 raise ValueError(f"{self.out_dir} holds an eval run with different settings ({changed}); "
                                  "use a fresh output directory or the original settings to resume it")
         else:
-            run_file.write_text(json.dumps(settings, indent=2))
+            write_json_atomic(run_file, settings)
 
     def _load(self) -> list[EpisodeRecord]:
         """Read finished episodes; drop a half-written last line left by a kill."""

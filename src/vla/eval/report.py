@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from vla.atomic import write_json_atomic
 
 from vla.eval.metrics import SuccessRate
 
@@ -29,7 +30,7 @@ def results_dict(tasks: list[SuccessRate], suite: SuccessRate, settings: dict[st
 
 def write_results(out_dir: str | os.PathLike, results: dict[str, Any]) -> None:
     out = Path(out_dir)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_json_atomic(out / "results.json", results)
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from vla.eval.envs.base import Env, Observation, Task
-from vla.eval.policy import Policy
+from vla.eval.envs.base import ActFn, Env, Observation, Task
 
 # "Hold still, gripper open" in the policy's convention; LIBERO's adapter turns it into OpenVLA's
 # dummy action [0, 0, 0, 0, 0, 0, -1].
@@ -43,7 +42,7 @@ def start_episode(env: Env, init_state: Any) -> Observation:
     return env.set_init_state(init_state)
 
 
-def run_episode(env: Env, policy: Policy, task: Task, init_state: Any, num_steps_wait: int = 10,
+def run_episode(env: Env, policy: ActFn, task: Task, init_state: Any, num_steps_wait: int = 10,
                 record_frames: bool = False, max_steps: int | None = None) -> Episode:
     """Roll out ``policy`` on ``task`` for ``max_steps`` (default: the task's budget) policy steps.
 

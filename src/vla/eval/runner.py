@@ -12,9 +12,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vla.eval.envs.base import Env, TaskSuite
+from vla.eval.envs.base import ActFn, Env, TaskSuite
 from vla.eval.metrics import summarize
-from vla.eval.policy import Policy
 from vla.eval.records import EpisodeLog, EpisodeRecord
 from vla.eval.report import print_table, results_dict, write_results
 from vla.eval.rollout import run_episode
@@ -33,7 +32,7 @@ def seed_episode(seed: int, task_id: int, trial: int) -> None:
 
 def evaluate(
     suite: TaskSuite,
-    policy: Policy,
+    policy: ActFn,
     out_dir: str | os.PathLike,
     num_trials_per_task: int = 50,
     num_steps_wait: int = 10,
@@ -77,7 +76,7 @@ def evaluate(
     return results
 
 
-def _run_task(suite: TaskSuite, policy: Policy, task_id: int, trials: list[int], log: EpisodeLog, num_steps_wait: int,
+def _run_task(suite: TaskSuite, policy: ActFn, task_id: int, trials: list[int], log: EpisodeLog, num_steps_wait: int,
               max_steps: int | None, seed: int, videos_per_task: int, on_episode: EpisodeCallback | None, bar: tqdm) -> None:
     task = suite.get_task(task_id)
     init_states = suite.get_task_init_states(task_id)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vla.atomic import atomic_write
+
 VIDEO_FPS = 30  # OpenVLA's LIBERO replay videos use 30 fps
 
 
@@ -25,9 +27,10 @@ def write_mp4(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 
         raise ImportError("Rollout videos need imageio[ffmpeg]: pip install -e '.[eval]'") from err
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1) as writer:
-        for frame in frames:
-            writer.append_data(np.asarray(frame, dtype=np.uint8))
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1) as writer:
+            for frame in frames:
+                writer.append_data(np.asarray(frame, dtype=np.uint8))
+
+    return atomic_write(path, write)

@@ -10,12 +10,19 @@ from pathlib import Path
 
 import torch
 
-from vla.models.factory import CONFIG_FILE, load_vla
+from vla.models.factory import build_vla
+from vla.models.io import CONFIG_FILE, load_vla
+from vla.models.lora import inject_lora, merge_lora
 from vla.models.openvla_format import load_openvla
+from vla.models.quantization import quantize_llm_4bit
 from vla.models.vla import VLA
 
+# What train.py's checkpoints hold next to Lightning's state: the model config, statistics, stage and
+# LoRA settings under this key, and the model weights under "state_dict" with this prefix.
+TRAINING_CHECKPOINT_KEY = "vla"
+MODULE_PREFIX = "vla."
 ACCEPTED_CHECKPOINTS = (
-    "an exported VLA directory (vla_config.json + model.safetensors, from train.py or python -m vla.export)",
+    "an exported VLA directory (vla_config.json + model.safetensors, from train.py or python -m vla.training.export)",
     "a training checkpoint file *.ckpt written by train.py",
     "an OpenVLA HF directory (config.json + model*.safetensors)",
     "a Prismatic run directory (config.json + checkpoints/*.pt) or one of its .pt checkpoints",
@@ -31,8 +38,6 @@ def load_checkpoint(checkpoint: str | os.PathLike, device: str | torch.device = 
     if path.is_dir() and (path / CONFIG_FILE).exists():
         return load_vla(path, device=device, dtype=dtype)
     if path.is_file() and path.suffix == ".ckpt":
-        from vla.export import load_training_checkpoint  # training code only when a .ckpt is given
-
         vla = load_training_checkpoint(path)
         return (vla.to(device=device, dtype=dtype) if dtype is not None else vla.to(device)).eval()
     if (path.is_dir() and ((path / "config.json").exists() or (path / "checkpoints").is_dir())) or (
@@ -41,3 +46,27 @@ def load_checkpoint(checkpoint: str | os.PathLike, device: str | torch.device = 
     problem = "the path does not exist" if not path.exists() else "it is none of these"
     raise ValueError(f"Cannot load a policy from {str(checkpoint)!r} ({problem}). Accepted: "
                      + "; ".join(ACCEPTED_CHECKPOINTS))
+
+
+def load_training_checkpoint(ckpt: str | Path) -> VLA:
+    """A plain (LoRA-merged) VLA from a Lightning checkpoint written by ``train.py``."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {ckpt}")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    stored = state.get(TRAINING_CHECKPOINT_KEY)
+    if stored is None:
+        raise ValueError(f"{ckpt} was not written by vla's train.py (no {TRAINING_CHECKPOINT_KEY!r} entry)")
+    vla = build_vla(**stored["config"], norm_stats=stored["norm_stats"])
+    if stored["stage"] in ("lora", "qlora"):  # rebuild the adapters (and 4-bit layers) the weights belong to
+        lora = dict(stored["lora"])
+        if stored["stage"] == "qlora":
+            quantize_llm_4bit(vla, lora.pop("quant_type", "nf4"), lora.pop("compute_dtype", "float32"))
+        inject_lora(vla, **lora)
+    weights = {k[len(MODULE_PREFIX):]: v for k, v in state["state_dict"].items() if k.startswith(MODULE_PREFIX)}
+    missing, unexpected = vla.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{ckpt} does not match its stored config: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    if stored["stage"] in ("lora", "qlora"):
+        vla = merge_lora(vla)
+    return vla.eval()

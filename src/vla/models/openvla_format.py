@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from vla.atomic import write_json_atomic
 from vla.models.factory import build_vla
 from vla.models.llm import get_llm_spec
 from vla.models.vision import get_vision_spec
@@ -493,4 +494,4 @@ def _require(path: Path) -> Path:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2))
+    write_json_atomic(path, data)

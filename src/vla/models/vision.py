@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import timm
 import torch
-from PIL import Image
 from torch import nn
+
+from vla.contract.images import ImageTransform
 
 DINOV2_L = "vit_large_patch14_reg4_dinov2.lvd142m"
 SIGLIP_SO400M = "vit_so400m_patch14_siglip_224"
@@ -43,7 +43,6 @@ VISION_BACKBONES: dict[str, VisionSpec] = {
     # 64 instead of 256 patches: ~2.4x faster CPU training steps for recipe searches on the sim.
     "tiny-dinosiglip-112px": VisionSpec((DINOV2_L, SIGLIP_SO400M), image_size=112, overrides=_TINY),
 }
-RESIZE_STRATEGIES = ("resize-naive", "letterbox")
 _AFTER_BLOCKS = {"norm", "fc_norm", "attn_pool", "head", "head_drop"}  # timm ViT modules after the blocks
 
 
@@ -51,67 +50,6 @@ def get_vision_spec(name: str) -> VisionSpec:
     if name not in VISION_BACKBONES:
         raise ValueError(f"Unknown vision backbone {name!r}; registered: {sorted(VISION_BACKBONES)}")
     return VISION_BACKBONES[name]
-
-
-def as_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Validate an RGB image (PIL or HxWx3 uint8 array) and return it as a uint8 array."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a PIL image or a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must have dtype uint8, got {image.dtype}")
-    if image.ndim != 3:
-        raise ValueError(f"image must be HxWx3, got shape {image.shape}")
-    if image.shape[-1] != 3:
-        raise ValueError(f"image must have 3 (RGB) channels in the last axis, got shape {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image must be non-empty, got shape {image.shape}")
-    return image
-
-
-class ImageTransform:
-    """uint8 RGB image -> resized uint8 tensor [3, S, S]; :meth:`normalize` then makes the model input.
-
-    Data loaders ship the compact uint8 image (4x fewer bytes than one float view, 8x fewer than
-    the fused backbone's two) and the backbone normalizes on its own device: each view with its
-    own mean/std, concatenated along channels ([..., 3 * n_views, S, S], OpenVLA's layout).
-    ``resize-naive`` squashes to S x S; ``letterbox`` first pads to a square filled with the
-    (first view's) mean colour, as Prismatic does. Resizing is bicubic, matching timm's configs.
-    """
-
-    def __init__(self, image_size: int, means: list[tuple[float, ...]], stds: list[tuple[float, ...]], resize_strategy: str = "resize-naive"):
-        if resize_strategy not in RESIZE_STRATEGIES:
-            raise ValueError(f"Unknown resize strategy {resize_strategy!r}; choose one of {RESIZE_STRATEGIES}")
-        self.image_size = int(image_size)
-        self.resize_strategy = resize_strategy
-        self.mean = torch.tensor([c for m in means for c in m], dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor([c for s in stds for c in s], dtype=torch.float32).view(-1, 1, 1)
-        self.n_views = len(means)
-        self.fill = tuple(int(c * 255) for c in means[0])
-
-    def resize(self, image: Image.Image | np.ndarray) -> Image.Image:
-        """Validated, letterboxed (if configured) and resized PIL image."""
-        pil = Image.fromarray(as_rgb_uint8(image))
-        if self.resize_strategy == "letterbox":
-            w, h = pil.size
-            side = max(w, h)
-            canvas = Image.new("RGB", (side, side), self.fill)
-            canvas.paste(pil, ((side - w) // 2, (side - h) // 2))
-            pil = canvas
-        if pil.size != (self.image_size, self.image_size):
-            pil = pil.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-        return pil
-
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 [..., 3, S, S] -> float32 [..., 3 * n_views, S, S], each view with its mean/std."""
-        x = pixels.to(torch.float32) / 255.0
-        x = torch.cat([x] * self.n_views, dim=-3)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
-
-    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
-        array = np.array(self.resize(image))
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 class VisionBackbone(nn.Module):

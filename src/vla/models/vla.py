@@ -1,25 +1,23 @@
 """The VLA: vision backbone -> projector -> LLM emitting discretized action tokens.
 
 The multimodal sequence is ``[BOS] + projected patches + prompt/action tokens``; patch positions
-never carry labels. ``predict_action`` reproduces OpenVLA's inference: prompt + space token,
-greedy decoding of ``action_dim`` tokens with a KV cache, bin-centre decoding, and
-un-normalization with the dataset statistics stored in the model (``norm_stats``).
+never carry labels. :meth:`VLA.generate_action_tokens` is OpenVLA's greedy decoding of ``action_dim``
+tokens with a KV cache; :class:`vla.policy.Policy` turns them into robot actions (bin centres,
+then un-normalization with the dataset statistics the model carries in ``norm_stats``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from vla.data.normalization import unnormalize
-from vla.data.prompt import IGNORE_INDEX, PromptTokenizer, pad_batch
-from vla.models.action_tokenizer import ActionTokenizer
+from vla.contract.processor import VLAProcessor
+from vla.contract.prompt import IGNORE_INDEX, PromptTokenizer
+from vla.contract.action_tokenizer import ActionTokenizer
 from vla.models.llm import LLMBackbone
 from vla.models.projectors import build_projector
 from vla.models.vision import VisionBackbone
@@ -66,10 +64,8 @@ class VLA(nn.Module):
         return self.vision_backbone.image_transform
 
     @property
-    def processor(self):
-        """The input/output transforms data loaders need (image, prompt, action tokenization)."""
-        from vla.data.processor import VLAProcessor
-
+    def processor(self) -> VLAProcessor:
+        """The input/output transforms between raw samples and this model's tensors."""
         return VLAProcessor(self.image_transform, self.prompt_tokenizer, self.action_tokenizer, self.tokenizer.pad_token_id)
 
     @property
@@ -138,49 +134,17 @@ class VLA(nn.Module):
         }
 
     # ------------------------------------------------------------------ inference
-    def resolve_unnorm_key(self, unnorm_key: str | None) -> str:
-        if not self.norm_stats:
-            raise ValueError("This model has no dataset statistics (norm_stats); cannot un-normalize actions")
-        if unnorm_key is None:
-            if len(self.norm_stats) != 1:
-                raise ValueError(f"Model has statistics for several datasets; pass unnorm_key, one of {sorted(self.norm_stats)}")
-            return next(iter(self.norm_stats))
-        if unnorm_key not in self.norm_stats:
-            raise ValueError(f"Unknown unnorm_key {unnorm_key!r}; this model has statistics for {sorted(self.norm_stats)}")
-        return unnorm_key
-
-    def action_dim(self, unnorm_key: str | None = None) -> int:
-        return len(self.norm_stats[self.resolve_unnorm_key(unnorm_key)]["action"]["q01"])
-
-    def predict_action(self, image: Image.Image | np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
-        """One unnormalized action (float64 numpy, [action_dim]) for one RGB image + instruction."""
-        return self.predict_action_batch([image], [instruction], unnorm_key)[0]
-
     @torch.inference_mode()
-    def predict_action_batch(self, images: Sequence[Image.Image | np.ndarray], instructions: Sequence[str],
-                             unnorm_key: str | None = None) -> np.ndarray:
-        """Batched :meth:`predict_action`: [B, action_dim] unnormalized actions."""
-        if len(images) != len(instructions):
-            raise ValueError(f"Got {len(images)} images but {len(instructions)} instructions")
-        if len(images) == 0:
-            raise ValueError("predict_action_batch needs at least one (image, instruction) pair")
-        key = self.resolve_unnorm_key(unnorm_key)
-        stats = self.norm_stats[key]["action"]
-        tokens = self.generate_action_tokens(images, instructions, len(stats["q01"]))
-        normalized = self.action_tokenizer.decode(tokens.cpu().numpy())
-        return unnormalize(normalized, stats)
-
-    @torch.inference_mode()
-    def generate_action_tokens(self, images: Sequence[Image.Image | np.ndarray], instructions: Sequence[str],
+    def generate_action_tokens(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                action_dim: int = DEFAULT_ACTION_DIM) -> torch.Tensor:
-        """Greedy decoding of ``action_dim`` tokens per example with a KV cache ([B, action_dim])."""
+        """Greedy decoding of ``action_dim`` tokens per example with a KV cache ([B, action_dim]).
+
+        Inputs as :meth:`VLAProcessor.inference_batch` makes them: uint8 images and right-padded
+        ``[BOS] prompt [space]`` ids with their mask.
+        """
         device = next(self.parameters()).device
-        pixel_values = torch.stack([self.image_transform(img) for img in images]).to(device)
-        prompts = [torch.tensor(self.prompt_tokenizer.prompt_ids(text)) for text in instructions]
-        lengths = torch.tensor([p.shape[0] for p in prompts])
-        input_ids = pad_batch(prompts, self.tokenizer.pad_token_id, side="right").to(device)
-        right_mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long().to(device)
-        embeds, mask, _ = self.embed_multimodal(pixel_values, input_ids, right_mask)
+        pixel_values, input_ids, attention_mask = pixel_values.to(device), input_ids.to(device), attention_mask.to(device)
+        embeds, mask, _ = self.embed_multimodal(pixel_values, input_ids, attention_mask)
         # Left-align for generation: move each row's padding to the front.
         embeds, mask = _right_to_left_padding(embeds, mask)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)

@@ -1,11 +1,5 @@
-"""Serving: an OpenVLA-compatible ``POST /act`` server, its client and the study runner.
+"""Serving: an OpenVLA-compatible ``POST /act`` server over a :class:`vla.policy.Policy`.
 
-``python serve.py checkpoint=<dir>`` runs :func:`create_app` under uvicorn; ``PolicyClient`` (HTTP)
-and ``LocalPolicy`` (in-process) share one ``act(image, instruction, unnorm_key)`` method.
+``vla-serve checkpoint=<dir>`` (``python serve.py``) runs :func:`vla.serve.app.create_app` under
+uvicorn; the robot side talks to it with :class:`vla.client.PolicyClient`.
 """
-
-from vla.serve.app import ServeSettings, create_app
-from vla.serve.client import LocalPolicy, PolicyClient, ServerError
-from vla.serve.loading import load_policy, quantize_llm
-
-__all__ = ["LocalPolicy", "PolicyClient", "ServeSettings", "ServerError", "create_app", "load_policy", "quantize_llm"]

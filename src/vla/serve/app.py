@@ -1,7 +1,7 @@
 """FastAPI policy server: OpenVLA-compatible ``POST /act`` plus ``/health`` and ``/info``.
 
 Client mistakes answer 4xx with ``{"detail": <reason>}`` (OpenVLA answers 200 + "error"; we do not).
-The body is read raw and decoded by :mod:`vla.serve.codec`, so no pickle and no patched ``json``.
+The body is read raw and decoded by :mod:`vla.wire`, so no pickle and no patched ``json``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
-from vla.models import VLA
+from vla.policy import Policy
 from vla.serve.batching import MicroBatcher
-from vla.serve.codec import PayloadError, dumps, parse_act_payload
-
-API_KEY_HEADER = "X-API-Key"
+from vla.wire import API_KEY_HEADER, PayloadError, dumps, parse_act_payload
 
 _ARRAY_SCHEMA = {
     "type": "object", "description": "json_numpy array",
@@ -61,10 +59,17 @@ class ServeSettings:
         return 2 * (4 * self.max_image_side * self.max_image_side * 3 // 3) + 64 * 1024
 
 
-def create_app(policy: VLA, settings: ServeSettings | None = None) -> FastAPI:
+def validate_port(port: object) -> int:
+    """The ``port`` setting as an int in 1..65535, or an error naming the key and the value."""
+    if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+    return int(port)
+
+
+def create_app(policy: Policy, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving ``policy``; the micro-batcher runs for the app's lifetime."""
     settings = settings or ServeSettings()
-    batcher = MicroBatcher(policy.predict_action_batch, settings.max_batch_size, settings.max_wait_ms)
+    batcher = MicroBatcher(policy.predict_batch, settings.max_batch_size, settings.max_wait_ms)
     unnorm_keys = sorted(policy.norm_stats)
 
     @asynccontextmanager

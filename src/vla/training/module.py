@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torchmetrics import MeanMetric
 
+from vla.models.checkpoints import TRAINING_CHECKPOINT_KEY
 from vla.models.vla import VLA
+from vla.training.peft import apply_lora, apply_qlora
 from vla.training.stages import STAGES, apply_stage, trainable_parameter_summary
 
 LR_SCHEDULES = ("constant", "linear-warmup+cosine-decay")
@@ -32,7 +34,6 @@ def warmup_cosine_factor(total_steps: int, warmup_ratio: float):
         return 0.5 * (1.0 + float(np.cos(np.pi * min(progress, 1.0))))
 
     return factor
-CHECKPOINT_KEY = "vla"
 
 
 class VLATrainingModule(pl.LightningModule):
@@ -71,12 +72,8 @@ class VLATrainingModule(pl.LightningModule):
 
     def _apply_stage(self) -> None:
         if self.stage == "lora":
-            from vla.training.peft import apply_lora
-
             apply_lora(self.vla, **self.lora)
         elif self.stage == "qlora":
-            from vla.training.peft import apply_qlora
-
             apply_qlora(self.vla, **self.lora)
         else:
             apply_stage(self.vla, self.stage)
@@ -153,13 +150,13 @@ class VLATrainingModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
+        checkpoint[TRAINING_CHECKPOINT_KEY] = {
             "config": dict(self.vla.config), "norm_stats": self.vla.norm_stats, "stage": self.stage, "lora": self.lora,
         }
         checkpoint["rng_states"] = _rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stored = checkpoint.get(CHECKPOINT_KEY, {})
+        stored = checkpoint.get(TRAINING_CHECKPOINT_KEY, {})
         if stored.get("norm_stats"):
             self.vla.norm_stats = stored["norm_stats"]
         if "rng_states" in checkpoint:

@@ -7,7 +7,6 @@ checkpoints) -> fit (optionally resumed) -> export + summary.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -19,7 +18,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vla.eval.envs.sim.generate import DATASET_NAME, VERSION, recorded_params
+from vla.sim.demos import DATASET_NAME, METADATA_FILE, VERSION, recorded_params
+from vla.atomic import write_json_atomic
+from vla.models import load_training_checkpoint, save_vla
 from vla.training.checkpoint_io import AtomicCheckpointIO
 
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -37,7 +38,7 @@ def ensure_embedded_data(embedded: DictConfig) -> None:
     prepared, rlds = Path(embedded.prepared_dir), Path(embedded.rlds_dir)
     wanted = {key: embedded[key] for key in GENERATION_KEYS}
     version_dir = rlds / DATASET_NAME / VERSION
-    if (version_dir / "metadata.json").is_file():
+    if (version_dir / METADATA_FILE).is_file():
         existing = {key: recorded_params(version_dir).get(key) for key in GENERATION_KEYS}
         if existing != wanted:
             raise ValueError(f"{rlds} holds sim demos generated with {existing}, not the requested {wanted}; "
@@ -45,7 +46,7 @@ def ensure_embedded_data(embedded: DictConfig) -> None:
     if (prepared / "manifest.json").exists():
         return
     print(f"Embedded default data missing: generating {embedded.episodes} sim demos -> {rlds}, then preparing -> {prepared}")
-    subprocess.run([sys.executable, "-m", "vla.eval.envs.sim.generate", f"out={rlds}",
+    subprocess.run([sys.executable, "-m", "data_prep.sim_rlds", f"out={rlds}", "progress=true",
                     *(f"{key}={value}" for key, value in wanted.items())], check=True)
     subprocess.run([sys.executable, "-m", "data_prep", "dataset=vla_sim", f"source={rlds}", f"out={prepared}"], check=True)
 
@@ -117,11 +118,8 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     metrics["overrides"] = _task_overrides()
     if trainer.is_global_zero:
         if cfg.export:
-            from vla.export import load_training_checkpoint
-            from vla.models import save_vla
-
             metrics["export_dir"] = str(save_vla(load_training_checkpoint(final), run_dir / "export"))
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json_atomic(run_dir / "metrics.json", metrics)
         _print_summary(run_dir, checkpoint_dir, metrics)
     return metrics
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from vla.models.lora import adapter_parameter_names
+from vla.models.quantization import has_4bit_layers
 from vla.models.vla import VLA
 
 STAGES = (
@@ -78,8 +80,6 @@ def apply_stage(vla: VLA, stage: str) -> dict[str, tuple[int, int]]:
 
 
 def _apply_adapter_stage(vla: VLA, stage: str) -> None:
-    from vla.training.peft import adapter_parameter_names, has_4bit_layers
-
     adapter_names = adapter_parameter_names(vla)
     if not adapter_names:
         raise ValueError(f"Stage {stage!r} needs LoRA adapters in the model: call vla.training.peft.apply_"

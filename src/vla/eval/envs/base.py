@@ -1,4 +1,4 @@
-"""The env/suite contract (S4) that closed-loop evaluation runs against.
+"""The env/suite interface that closed-loop evaluation runs against (docs/contracts.md, "Environments").
 
 Both the built-in sim and the LIBERO adapter implement it, so one rollout loop serves both.
 Actions are the policy's unnormalized 7-D EEF_POS actions (gripper 1 = open, 0 = close);
@@ -7,12 +7,16 @@ an env converts them to its own controller convention itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 Observation = dict[str, np.ndarray]
+# What a rollout drives: (primary camera image uint8 HxWx3, instruction) -> 7-D action. A
+# vla.policy.Policy is one; tests and smoke runs pass scripted functions.
+ActFn = Callable[[np.ndarray, str], np.ndarray]
 
 
 @runtime_checkable

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from vla.eval.envs.sim.render import PRIMARY_CAMERA, render_view, wrist_camera
-from vla.eval.envs.sim.scene import Scene, apply_action, sample_scene
-from vla.eval.envs.sim.tasks import SimTask
+from vla.sim.render import PRIMARY_CAMERA, render_view, wrist_camera
+from vla.sim.scene import Scene, apply_action, sample_scene
+from vla.sim.tasks import SimTask
 
 ACTION_DIM = 7
 

@@ -1,23 +1,35 @@
-"""Writes sim demos as a real RLDS tfds dataset `vla_sim` (shared contract S1).
+"""Sim demos as a real RLDS tfds dataset ``vla_sim`` (format: docs/contracts.md, "Sim demos (RLDS)").
 
-The only sim module that imports TensorFlow; `generate.py` imports it lazily so the env never does.
+``generate_rlds`` rolls out the scripted expert of :mod:`vla.sim` and writes the episodes with a tfds
+builder; it lives here, with the other TensorFlow code, so the simulator itself never imports TF.
+CLI: ``vla-sim out=<dir> episodes=N`` (``python -m data_prep.sim_rlds``).
 """
 
 from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+from tqdm import tqdm
 
-from vla.eval.envs.sim.generate import DATASET_NAME, VERSION
+from vla.contract.images import JPEG_QUALITY
+from vla.sim.demos import (
+    DATASET_NAME,
+    METADATA_FILE,
+    VERSION,
+    episode_plan,
+    record_episode,
+    recorded_params,
+    validated_val_count,
+)
+from vla.sim.suite import SimTaskSuite
 
-JPEG_QUALITY = 95  # tf.image.encode_jpeg's default, which tfds would otherwise use
 Episode = dict[str, Any]  # {"steps": [step dicts], "episode_metadata": {...}} of numpy values
 
 
@@ -99,3 +111,80 @@ def write_rlds(
             download_dir=download_dir, download_config=tfds.download.DownloadConfig(try_download_gcs=False)
         )
     return Path(builder.data_dir)
+
+
+def generate_rlds(
+    out_dir: str | Path,
+    episodes: int = 200,
+    seed: int = 0,
+    image_size: int = 224,
+    suite: str = "sim_all",
+    val_fraction: float = 0.1,
+    n_objects: int = 3,
+    noise_std: float = 0.002,
+    paired: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write `<out_dir>/vla_sim/1.0.0/` (train + val) unless it already exists with these parameters.
+
+    Returns `out_dir`, the tfds data dir that holds `vla_sim/`. With ``paired`` scenes the val split
+    starts at a scene boundary, so no val scene is also a training scene.
+    """
+    params = {"episodes": episodes, "seed": seed, "image_size": image_size, "val_fraction": val_fraction,
+              "suite": suite, "n_objects": n_objects, "noise_std": noise_std, "paired": paired}
+    task_suite = SimTaskSuite(suite, n_objects=n_objects)
+    n_val = validated_val_count(episodes, val_fraction, task_suite.n_tasks if paired else 1)
+    out_dir = Path(out_dir)
+    existing = _existing_params(out_dir)
+    if existing is not None:
+        if existing != params:
+            raise ValueError(f"{out_dir / DATASET_NAME} already holds a dataset generated with {existing}, not {params}; "
+                             "use another out dir or delete it")
+        return out_dir
+    plan = episode_plan(episodes, seed, task_suite, paired)
+    bar = tqdm(total=episodes, desc="sim demos", unit="episode", disable=not progress)
+
+    def episodes_of(split: str, indices: range):
+        def make() -> Iterator[dict[str, Any]]:
+            for index, global_index in enumerate(indices):
+                task_id, scene_seed = plan[global_index]
+                steps = record_episode(task_suite, task_id, scene_seed, image_size, noise_std)
+                bar.update(1)
+                yield {
+                    "steps": steps,
+                    "episode_metadata": {
+                        "file_path": f"{DATASET_NAME}/{split}/episode_{index:06d}",
+                        "episode_id": f"{split}_{index:06d}",
+                        "task_id": np.int32(task_id),
+                        "seed": np.int64(scene_seed),
+                    },
+                }
+        return make
+
+    from data_prep.sim_rlds import write_rlds  # TensorFlow only when actually writing
+
+    split_episodes = {
+        "train": episodes_of("train", range(episodes - n_val)),
+        "val": episodes_of("val", range(episodes - n_val, episodes)),
+    }
+    with bar:
+        write_rlds(out_dir, image_size, split_episodes, params)
+    return out_dir
+
+
+
+
+def _existing_params(out_dir: Path) -> dict[str, Any] | None:
+    """Generation parameters of a complete dataset in `out_dir` (tfds renames it into place when done)."""
+    version_dir = out_dir / DATASET_NAME / VERSION
+    if not (version_dir / "dataset_info.json").is_file():
+        return None
+    if not (version_dir / METADATA_FILE).is_file():
+        raise ValueError(f"{version_dir} is a vla_sim dataset without generation metadata; use another out dir")
+    return recorded_params(version_dir)
+
+
+if __name__ == "__main__":  # python -m data_prep.sim_rlds out=<dir> ... (same as vla-sim)
+    from data_prep.cli import sim
+
+    sim()

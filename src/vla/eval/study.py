@@ -1,6 +1,6 @@
 """Instruction-sensitivity studies: run a suite of (image, instruction) cases against a policy.
 
-``python -m vla.serve.study suite=<suite.json> server=http://127.0.0.1:8000 repeats=5`` (or
+``vla-study suite=<suite.json> server=http://127.0.0.1:8000 repeats=5`` (or
 ``checkpoint=<exported dir>`` to load the model locally) writes ``study.json``, ``cases.csv`` and
 ``pairs.csv`` to ``out_dir``: per-case actions, latency, repeatability (largest spread of any action
 dimension across repeats) and the L2 distance between the mean actions of every two instructions
@@ -17,32 +17,17 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 from PIL import Image
 
-from vla.serve.client import LocalPolicy, Policy, PolicyClient
-
-
-@dataclass
-class StudyConfig:
-    """Command-line options (``key=value``); exactly one of ``server`` / ``checkpoint``."""
-
-    suite: str
-    server: str | None = None
-    checkpoint: str | None = None
-    api_key: str | None = None
-    repeats: int | None = None  # overrides the suite's "repeats" (default 1)
-    out_dir: str | None = None  # default: <suite dir>/<suite name>_study
-    device: str = "cpu"
-    dtype: str = "float32"
-    quantize: str | None = None
+from vla.atomic import write_json_atomic
+from vla.client import ActionSource, PolicyClient
+from vla.policy import load_policy
 
 
 @dataclass(frozen=True)
@@ -95,7 +80,7 @@ def load_image(path: Path) -> np.ndarray:
     return image
 
 
-def run_study(policy: Policy, suite: Suite, repeats: int | None = None) -> dict[str, Any]:
+def run_study(policy: ActionSource, suite: Suite, repeats: int | None = None) -> dict[str, Any]:
     """Ask ``policy`` every case ``repeats`` times; returns the report written by :func:`write_report`."""
     repeats = repeats or suite.repeats
     images = {case.image_path: load_image(suite.root / case.image_path) for case in suite.cases}
@@ -133,7 +118,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
     """``study.json`` (everything), ``cases.csv`` (one row per case) and ``pairs.csv``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(report, indent=2))
+    write_json_atomic(out / "study.json", report)
     action_dim = len(report["cases"][0]["mean_action"])
     with open(out / "cases.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -149,23 +134,23 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
     return out
 
 
-def make_policy(cfg: StudyConfig) -> Policy:
-    if (cfg.server is None) == (cfg.checkpoint is None):
+def make_policy(server: str | None = None, checkpoint: str | None = None, api_key: str | None = None,
+                device: str = "cpu", dtype: str = "float32", quantize: str | None = None) -> ActionSource:
+    """A client of a running server, or the checkpoint loaded in this process (exactly one of them)."""
+    if (server is None) == (checkpoint is None):
         raise ValueError("Give exactly one of server=<url> or checkpoint=<exported dir>")
-    if cfg.server is not None:
-        return PolicyClient(cfg.server, api_key=cfg.api_key)
-    return LocalPolicy(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize)
+    if server is not None:
+        return PolicyClient(server, api_key=api_key)
+    return load_policy(checkpoint, device=device, dtype=dtype, quantize=quantize)
 
 
-def main(argv: list[str]) -> Path:
-    cfg: StudyConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudyConfig), OmegaConf.from_cli(argv)))
-    suite = load_suite(cfg.suite)
-    report = run_study(make_policy(cfg), suite, cfg.repeats)
-    report["source"] = cfg.server or str(cfg.checkpoint)
-    out = write_report(report, cfg.out_dir or suite.root / f"{suite.name}_study")
+def run(suite: str, server: str | None = None, checkpoint: str | None = None, api_key: str | None = None,
+        repeats: int | None = None, out_dir: str | None = None, device: str = "cpu", dtype: str = "float32",
+        quantize: str | None = None) -> Path:
+    """What ``vla-study`` does: load the suite, ask the policy, write the report; returns its directory."""
+    loaded = load_suite(suite)
+    report = run_study(make_policy(server, checkpoint, api_key, device, dtype, quantize), loaded, repeats)
+    report["source"] = server or str(checkpoint)
+    out = write_report(report, out_dir or loaded.root / f"{loaded.name}_study")
     print(f"wrote {out / 'study.json'}, {out / 'cases.csv'}, {out / 'pairs.csv'}")
     return out
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,4 +1,6 @@
-"""The ``/act`` wire format: OpenVLA ``deploy.py`` payloads (json_numpy) decoded without trust.
+"""The ``/act`` wire format, shared by the server and the robot-side client (numpy + json only).
+
+OpenVLA ``deploy.py`` payloads (json_numpy) are decoded without trust.
 
 Clients encode arrays the way ``json_numpy`` does: ``{"__numpy__": <base64 bytes>, "dtype": <numpy
 descr>, "shape": [...]}``. We decode that ourselves instead of calling ``json_numpy.patch()`` so the
@@ -18,6 +20,7 @@ from typing import Any
 import json_numpy
 import numpy as np
 
+API_KEY_HEADER = "X-API-Key"
 NUMPY_TAG = "__numpy__"
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: nothing that can hold Python objects
 MAX_INSTRUCTION_CHARS = 2048  # far above any real task description; bounds tokenization work

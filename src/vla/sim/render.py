@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from vla.eval.envs.sim.scene import BLOCK_HALF, BLOCK_HEIGHT, COLOURS, PLATE_RADIUS, TABLE_HALF, Z_MAX, Scene
+from vla.sim.scene import BLOCK_HALF, BLOCK_HEIGHT, COLOURS, PLATE_RADIUS, TABLE_HALF, Z_MAX, Scene
 
 FLOOR = np.array([90, 90, 100], dtype=np.uint8)
 TABLE = np.array([196, 164, 124], dtype=np.uint8)

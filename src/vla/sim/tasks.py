@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla.eval.envs.sim.scene import PLATE_RADIUS, Scene
+from vla.sim.scene import PLATE_RADIUS, Scene
 
 REACH_RADIUS = 0.03
 REACH_MAX_Z = 0.07  # below the expert's cruise height, so passing over a block is no success

@@ -1,25 +1,24 @@
-"""Clients for the ``/act`` server, and a local stand-in with the same ``act`` method.
+"""The robot-side client of a policy server: numpy + requests, no torch, no model code.
 
-``PolicyClient`` speaks the exact OpenVLA ``deploy.py`` wire format (json_numpy bodies) but encodes
-and decodes explicitly instead of monkey-patching ``json`` the way ``json_numpy.patch()`` does.
+``PolicyClient`` speaks the exact OpenVLA ``deploy.py`` wire format (:mod:`vla.wire`, json_numpy
+bodies) but encodes and decodes explicitly instead of monkey-patching ``json`` the way
+``json_numpy.patch()`` does. It has the same ``act(image, instruction, unnorm_key)`` as
+:class:`vla.policy.Policy`, so code written against one runs against the other.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 import json_numpy
 import numpy as np
 import requests
 
-from vla.serve.app import API_KEY_HEADER
-from vla.serve.codec import PayloadError, loads
-from vla.serve.loading import load_policy
+from vla.wire import API_KEY_HEADER, PayloadError, loads
 
 
-class Policy(Protocol):
-    """Anything that maps (image, instruction) to an unnormalized action."""
+class ActionSource(Protocol):
+    """Anything with ``act``: a :class:`PolicyClient` or an in-process :class:`vla.policy.Policy`."""
 
     def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray: ...
 
@@ -82,18 +81,3 @@ class PolicyClient:
         except ValueError:
             detail = response.text
         raise ServerError(response.status_code, str(detail))
-
-
-class LocalPolicy:
-    """An exported checkpoint loaded in this process, behind the same ``act`` as :class:`PolicyClient`."""
-
-    def __init__(self, checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "float32", quantize: str | None = None):
-        self.model = load_policy(checkpoint, device=device, dtype=dtype, quantize=quantize)
-
-    def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
-        return self.model.predict_action(image, instruction, unnorm_key)
-
-    def info(self) -> dict:
-        keys = sorted(self.model.norm_stats)
-        return {"model": self.model.model_id, "unnorm_keys": keys,
-                "action_dims": {key: self.model.action_dim(key) for key in keys}}

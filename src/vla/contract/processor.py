@@ -1,11 +1,13 @@
 """Input/output transforms between raw samples and model tensors, kept apart from the model.
 
 A :class:`VLAProcessor` bundles the model's image transform, prompt tokenizer and action
-tokenizer. Data loaders call :meth:`training_sample` per transition and :meth:`collate` per batch.
+tokenizer. Data loaders call :meth:`training_sample` per transition and :meth:`collate` per batch;
+inference calls :meth:`inference_batch` before the model and :meth:`decode_actions` after it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vla.data.prompt import IGNORE_INDEX, PromptTokenizer, pad_batch
-from vla.models.action_tokenizer import ActionTokenizer
-from vla.models.vision import ImageTransform
+from vla.contract.action_tokenizer import ActionTokenizer
+from vla.contract.images import ImageTransform
+from vla.contract.prompt import IGNORE_INDEX, PromptTokenizer, pad_batch
 
 
 @dataclass
@@ -53,3 +55,24 @@ class VLAProcessor:
         for key in samples[0].keys() - batch.keys():
             batch[key] = [s[key] for s in samples]
         return batch
+
+    def inference_batch(self, images: Sequence[Image.Image | np.ndarray], instructions: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``pixel_values`` (uint8) and right-padded ``[BOS] prompt [space]`` ids + mask for generation."""
+        if len(images) != len(instructions):
+            raise ValueError(f"Got {len(images)} images but {len(instructions)} instructions")
+        if len(images) == 0:
+            raise ValueError("inference needs at least one (image, instruction) pair")
+        prompts = [torch.tensor(self.prompt_tokenizer.prompt_ids(text)) for text in instructions]
+        lengths = torch.tensor([p.shape[0] for p in prompts])
+        input_ids = pad_batch(prompts, self.pad_token_id, side="right")
+        return {
+            "pixel_values": torch.stack([self.image_transform(image) for image in images]),
+            "input_ids": input_ids,
+            "attention_mask": (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long(),
+        }
+
+    def decode_actions(self, token_ids: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Generated action token ids [B, D] -> normalized actions at the bin centres (float64)."""
+        if isinstance(token_ids, torch.Tensor):
+            token_ids = token_ids.cpu().numpy()
+        return self.action_tokenizer.decode(token_ids)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla.eval.envs.sim.scene import BLOCK_HEIGHT, GRASP_HEIGHT, Scene
-from vla.eval.envs.sim.tasks import DIRECTIONS, SimTask
+from vla.sim.scene import BLOCK_HEIGHT, GRASP_HEIGHT, Scene
+from vla.sim.tasks import DIRECTIONS, SimTask
 
 EXPERT_STEP = 0.04  # per axis; below the env's MAX_TRANSLATION so the expert never saturates it
 CRUISE_Z = 0.08  # travel height, above every block

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vla.eval.envs.sim.env import SimTabletopEnv
-from vla.eval.envs.sim.scene import COLOURS
-from vla.eval.envs.sim.tasks import SimTask, build_tasks
+from vla.sim.env import SimTabletopEnv
+from vla.sim.scene import COLOURS
+from vla.sim.tasks import SimTask, build_tasks
 
 SIM_SUITES: dict[str, tuple[str, ...]] = {
     "sim_reach": ("reach",),

@@ -1,0 +1,59 @@
+"""Console commands: every entry point is a Hydra app over the repository's ``conf/`` tree.
+
+``vla-train`` / ``vla-eval`` / ``vla-serve`` / ``vla-export`` / ``vla-study`` (``python train.py``,
+``eval.py`` and ``serve.py`` call the first three); data preparation and sim demos live with the
+other RLDS code: ``vla-prep`` / ``vla-sim`` (:mod:`data_prep.cli`). Each function only composes the
+config and hands it to the package that does the work, importing that package late so ``--help``
+and config errors come back fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from vla import CONFIG_DIR
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def train(cfg: DictConfig) -> float | None:
+    """Train (and by default export) a VLA; returns val/loss for Hydra sweepers."""
+    from vla.training.run import train as run_training
+
+    return run_training(cfg).get("val/loss")
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
+def evaluate(cfg: DictConfig) -> None:
+    """Closed-loop rollouts (``env=sim|libero``) or offline scores on prepared shards (``mode=offline``)."""
+    from vla.eval.app import run_eval
+
+    run_eval(cfg)
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="serve", version_base="1.3")
+def serve(cfg: DictConfig) -> None:
+    """Load a policy and answer ``POST /act`` until interrupted."""
+    import uvicorn
+
+    from vla.serve.app import validate_port
+
+    port = validate_port(cfg.port)  # before the model loads: a typo should not cost a minute
+    policy = instantiate(cfg.policy)
+    app = instantiate(cfg.app, policy=policy)
+    uvicorn.run(app, host=cfg.host, port=port)
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="export", version_base="1.3")
+def export(cfg: DictConfig) -> Path:
+    """A train.py ``.ckpt`` -> a standalone model directory (LoRA merged); returns the directory."""
+    return instantiate(cfg.export)
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="study", version_base="1.3")
+def study(cfg: DictConfig) -> Path:
+    """Instruction-sensitivity study of a served or local policy over a suite of cases; returns the report dir."""
+    return instantiate(cfg.study)

@@ -1,0 +1,54 @@
+"""Save and load a VLA as a self-contained directory (no training code, no pickle).
+
+The saved layout (what ``python -m vla.training.export`` writes and eval/serve load):
+``model.safetensors`` (weights), ``vla_config.json`` (the ``build_vla`` arguments),
+``dataset_statistics.json`` (OpenVLA layout) and the tokenizer files under ``tokenizer/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from vla.atomic import atomic_write, write_json_atomic
+from vla.models.factory import build_vla
+from vla.models.vla import VLA
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "vla_config.json"
+STATS_FILE = "dataset_statistics.json"
+TOKENIZER_DIR = "tokenizer"
+
+
+def save_vla(vla: VLA, out_dir: str | os.PathLike) -> Path:
+    """Write weights, config, statistics and tokenizer; files appear atomically (tmp + rename)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # save_model de-duplicates tied weights (e.g. Qwen's shared embedding / lm_head).
+    atomic_write(out / WEIGHTS_FILE, lambda p: save_model(vla, str(p), metadata={"format": "pt"}))
+    write_json_atomic(out / CONFIG_FILE, vla.config)
+    write_json_atomic(out / STATS_FILE, vla.norm_stats)
+    vla.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+    return out
+
+
+def load_vla(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> VLA:
+    """Load a directory written by :func:`save_vla` (no training code, no pickle)."""
+    path = Path(path)
+    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, STATS_FILE) if not (path / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not an exported VLA directory: missing {missing}")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    stats = json.loads((path / STATS_FILE).read_text())
+    tokenizer = path / TOKENIZER_DIR
+    vla = build_vla(**config, norm_stats=stats, tokenizer_path=str(tokenizer) if tokenizer.exists() else None)
+    missing, unexpected = load_model(vla, str(path / WEIGHTS_FILE), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"Weights in {path} do not match its config: missing {sorted(missing)[:10]}, "
+                         f"unexpected {sorted(unexpected)[:10]}")
+    vla.to(device=device, dtype=dtype) if dtype is not None else vla.to(device)
+    return vla.eval()
