@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from vla.sim import SimTaskSuite
 from vla.policy import Policy
-from vla.models import build_vla, load_checkpoint
+from vla.models import VLA, load_checkpoint
 from vla.eval.runner import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def main() -> None:
     suite = SimTaskSuite(args.suite, n_objects=args.objects, n_init_states=args.trials)
     blind = FixedInstructionPolicy(policy, suite.get_task(0).language)
     torch.manual_seed(0)
-    untrained = VLAPolicy(build_vla(**vla.config, norm_stats=vla.norm_stats).eval(), unnorm_key=UNNORM_KEY)
+    untrained = Policy(VLA(vla.config, norm_stats=vla.norm_stats).eval(), preprocessing="openvla-eval", unnorm_key=UNNORM_KEY)
     rows = {}
     for name, candidate in (("trained", policy), ("language-blind", blind), ("untrained", untrained)):
         start = time.perf_counter()

@@ -16,7 +16,7 @@ from vla.sim import SimTaskSuite
 from vla.eval.offline import evaluate_offline
 from vla.policy import Policy
 from vla.eval.runner import evaluate
-from vla.models import build_vla, load_checkpoint
+from vla.models import VLA, load_checkpoint
 from vla.training.run import train
 
 CHANCE_ACCURACY = 1 / 256
@@ -33,7 +33,7 @@ def test_trained_tiny_vla_scores_far_above_chance_and_runs_closed_loop(tmp_path,
         return evaluate_offline(vla, datamodule, limit_batches=4)
 
     torch.manual_seed(0)
-    untrained = build_vla(**trained.config, norm_stats=trained.norm_stats)
+    untrained = VLA(trained.config, norm_stats=trained.norm_stats)
     before, after = val_scores(untrained), val_scores(trained)
     assert after["action_accuracy"] > 50 * CHANCE_ACCURACY, after
     assert after["action_accuracy"] > before["action_accuracy"] + 0.2 and after["loss"] < 0.7 * before["loss"], (before, after)

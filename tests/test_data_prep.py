@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (32, 32, 3)
 
 
-# === Writing tiny RLDS datasets (contract S1 layout) ===
+# === Writing tiny RLDS datasets (the layout of docs/contracts.md, "Sim demos (RLDS)") ===
 
 
 def _jpeg(rng: np.random.Generator, shape: tuple[int, int, int] = IMAGE_SHAPE) -> bytes:

@@ -1,4 +1,4 @@
-"""VLADataModule over small prepared shard sets written here in the S2 layout."""
+"""VLADataModule over small prepared shard sets written here in the prepared-shard layout (docs/contracts.md)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _jpeg(rng: np.random.Generator, size: int = 32) -> bytes:
 
 
 def write_prepared(root: Path, name: str, splits: dict[str, tuple[int, int, int]], seed: int = 0) -> Path:
-    """Write ``root/name`` in the S2 layout; ``splits[split] = (episodes, steps per episode, shards)``."""
+    """Write ``root/name`` in the prepared-shard layout; ``splits[split] = (episodes, steps per episode, shards)``."""
     out = root / name
     out.mkdir(parents=True)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""Rollout loop, resume, reports and videos on a tiny fake env (S4) and scripted policies."""
+"""Rollout loop, resume, reports and videos on a tiny fake env (docs/contracts.md, "Environments") and scripted policies."""
 
 from __future__ import annotations
 

@@ -1,15 +1,17 @@
 """Model core: shapes, label masking, inference semantics, learning, and input validation."""
 
 import copy
+import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from vla.contract.prompt import IGNORE_INDEX, openvla_prompt
-from vla.models import VLA, build_projector, build_vla
+from vla.models import VLA, VLAConfig, build_projector, build_vla, load_checkpoint, load_vla, save_vla
 from vla.models.summary import parameter_counts
-from vla.contract.images import ImageTransform
+from vla.contract.image_transform import ImageTransform
 from vla.models.vision import VisionBackbone
 from vla.policy import Policy
 
@@ -162,7 +164,7 @@ def test_bad_instruction_and_unnorm_key(tiny_vla):
 def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="Unknown vision backbone 'dinosiglip-999px'.*registered"):
         VisionBackbone("dinosiglip-999px")
-    with pytest.raises(ValueError, match="Unknown LLM backbone"):
+    with pytest.raises(ValueError, match="Unknown llm_backbone 'llama9-70b'.*tiny-llama"):
         build_vla("tiny-dinosiglip-224px", "llama9-70b")
     with pytest.raises(ValueError, match="Unknown projector"):
         build_projector("transformer", 8, 8)
@@ -232,3 +234,67 @@ def test_actions_can_depend_on_the_image_alone():
     right = vla.generate_action_tokens(**vla.processor.inference_batch([square_at(170)], ["do it"]))[0]
     np.testing.assert_allclose(vla.action_tokenizer.decode(left.numpy()), -0.4, atol=2 / 255)
     np.testing.assert_allclose(vla.action_tokenizer.decode(right.numpy()), 0.4, atol=2 / 255)
+
+
+def _outputs(vla: VLA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-sequence logits and greedy action tokens for a fixed input."""
+    inputs = vla.processor.inference_batch([_image(7)], ["open the drawer"])
+    with torch.no_grad():
+        logits = vla(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"]).logits
+    return logits, vla.generate_action_tokens(**inputs)
+
+
+def test_directly_built_vla_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    config = VLAConfig("tiny-siglip-224px", "tiny-llama", projector="gelu-mlp", image_resize_strategy="letterbox",
+                       n_action_bins=128)
+    vla = VLA(config, norm_stats={"sim": {"action": {"q01": [0.0] * 7, "q99": [1.0] * 7}}}).eval()
+    assert vla.config is config and vla.model_id == "tiny-siglip-224px+tiny-llama"
+    loaded = load_vla(save_vla(vla, tmp_path / "export"))
+    assert loaded.config == config and loaded.norm_stats == vla.norm_stats
+    for ours, theirs in zip(_outputs(vla), _outputs(loaded)):
+        assert torch.equal(ours, theirs)
+
+
+# vla_config.json and the .ckpt ["vla"]["config"] entry as train.py/export wrote them before VLAConfig.
+OLD_SAVED_CONFIG = {"vision_backbone": "tiny-dinosiglip-224px", "llm_backbone": "tiny-llama", "projector": "fused-gelu-mlp",
+                    "image_resize_strategy": "resize-naive", "n_action_bins": 256,
+                    "model_id": "tiny-dinosiglip-224px+tiny-llama", "attn_implementation": "sdpa"}
+
+
+def test_configs_saved_before_vla_config_still_load(tmp_path, tiny_vla):
+    assert tiny_vla.config.to_dict() == OLD_SAVED_CONFIG  # the saved format is unchanged
+    export = save_vla(tiny_vla, tmp_path / "export")
+    (export / "vla_config.json").write_text(json.dumps(OLD_SAVED_CONFIG))
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"vla": {"config": OLD_SAVED_CONFIG, "norm_stats": tiny_vla.norm_stats, "stage": "full", "lora": None},
+                "state_dict": {f"vla.{k}": v for k, v in tiny_vla.state_dict().items()}}, ckpt)
+    expected = _outputs(tiny_vla)
+    for loaded in (load_checkpoint(export), load_checkpoint(ckpt)):
+        assert loaded.config == tiny_vla.config
+        for ours, theirs in zip(expected, _outputs(loaded)):
+            assert torch.equal(ours, theirs)
+
+
+def test_vla_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="Unknown projector 'mlp'.*fused-gelu-mlp"):
+        VLAConfig("tiny-siglip-224px", "tiny-llama", projector="mlp")
+    with pytest.raises(ValueError, match="Unknown attn_implementation 'fast'.*sdpa"):
+        VLAConfig("tiny-siglip-224px", "tiny-llama", attn_implementation="fast")
+    with pytest.raises(ValueError, match="n_action_bins .* >= 2"):
+        VLAConfig("tiny-siglip-224px", "tiny-llama", n_action_bins=1)
+    with pytest.raises(ValueError, match=r"Unknown VLA config keys \['pretrained_llm'\]"):
+        VLAConfig.from_dict({**OLD_SAVED_CONFIG, "pretrained_llm": True})
+    with pytest.raises(ValueError, match=r"lacks required keys \['llm_backbone'\]"):
+        VLAConfig.from_dict({"vision_backbone": "tiny-siglip-224px"})
+    pretrained = VLAConfig("tiny-siglip-224px", "tiny-llama", pretrained_vision=True, pretrained_llm=True)
+    assert "pretrained_vision" not in pretrained.to_dict() and VLAConfig.from_dict(pretrained.to_dict()).pretrained_llm is False
+
+
+def test_action_decoding_uses_no_deprecated_transformers_api(tiny_vla):
+    inputs = tiny_vla.processor.inference_batch([_image(8)], ["close the drawer"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_vla.generate_action_tokens(**inputs)
+    deprecations = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not deprecations, [str(w.message) for w in deprecations]

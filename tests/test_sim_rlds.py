@@ -1,4 +1,4 @@
-"""The sim demo generator writes a real RLDS tfds dataset (contract S1), deterministically."""
+"""The sim demo generator writes a real RLDS tfds dataset (docs/contracts.md, "Sim demos (RLDS)"), deterministically."""
 
 from __future__ import annotations
 

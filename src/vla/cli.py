@@ -37,14 +37,19 @@ def evaluate(cfg: DictConfig) -> None:
 @hydra.main(config_path=str(CONFIG_DIR), config_name="serve", version_base="1.3")
 def serve(cfg: DictConfig) -> None:
     """Load a policy and answer ``POST /act`` until interrupted."""
+    port = _port(cfg.port)  # before torch is even imported: a typo should not cost a minute
     import uvicorn
 
-    from vla.serve.app import validate_port
-
-    port = validate_port(cfg.port)  # before the model loads: a typo should not cost a minute
     policy = instantiate(cfg.policy)
     app = instantiate(cfg.app, policy=policy)
     uvicorn.run(app, host=cfg.host, port=port)
+
+
+def _port(port: object) -> int:
+    """``port`` as an int in 1..65535, or an error naming the key and the value."""
+    if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+    return int(port)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="export", version_base="1.3")

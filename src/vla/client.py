@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import json_numpy
 import numpy as np
 import requests
 
-from vla.wire import API_KEY_HEADER, PayloadError, loads
+from vla.wire import API_KEY_HEADER, PayloadError, dumps, loads
 
 
 class ActionSource(Protocol):
@@ -47,7 +46,7 @@ class PolicyClient:
         payload = {"image": np.ascontiguousarray(image), "instruction": instruction}
         if unnorm_key is not None:
             payload["unnorm_key"] = unnorm_key
-        response = self.session.post(f"{self.url}/act", data=json_numpy.dumps(payload), timeout=self.timeout_s,
+        response = self.session.post(f"{self.url}/act", data=dumps(payload), timeout=self.timeout_s,
                                      headers={"Content-Type": "application/json"})
         self._raise_for_status(response)
         try:

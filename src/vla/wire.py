@@ -3,9 +3,9 @@
 OpenVLA ``deploy.py`` payloads (json_numpy) are decoded without trust.
 
 Clients encode arrays the way ``json_numpy`` does: ``{"__numpy__": <base64 bytes>, "dtype": <numpy
-descr>, "shape": [...]}``. We decode that ourselves instead of calling ``json_numpy.patch()`` so the
-server never monkey-patches ``json``, never builds object arrays (which could unpickle) and checks
-sizes before allocating anything.
+descr>, "shape": [...]}``. We encode and decode that ourselves instead of calling ``json_numpy.patch()``
+so nothing monkey-patches ``json``, the server never builds object arrays (which could unpickle) and
+checks sizes before allocating anything, and the robot-side client needs only numpy and requests.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import json_numpy
 import numpy as np
 
 API_KEY_HEADER = "X-API-Key"
@@ -83,9 +82,17 @@ def loads(text: str | bytes, max_array_bytes: int) -> Any:
         raise PayloadError("Body JSON is nested too deeply", 400) from err
 
 
+def _encode_array(value: Any) -> dict[str, Any]:
+    """``json.dumps`` ``default``: a numpy array or scalar exactly as ``json_numpy`` encodes it."""
+    if not isinstance(value, np.ndarray | np.generic):
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    array = np.asarray(value)
+    return {NUMPY_TAG: base64.b64encode(array.tobytes()).decode(), "dtype": array.dtype.str, "shape": list(array.shape)}
+
+
 def dumps(value: Any) -> str:
     """JSON with numpy arrays json_numpy-encoded: what OpenVLA's patched clients decode."""
-    return json_numpy.dumps(value)
+    return json.dumps(value, default=_encode_array)
 
 
 def parse_act_payload(body: bytes, max_image_side: int) -> ActRequest:

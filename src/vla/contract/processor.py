@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from vla.contract.action_tokenizer import ActionTokenizer
-from vla.contract.images import ImageTransform
+from vla.contract.image_transform import ImageTransform
 from vla.contract.prompt import IGNORE_INDEX, PromptTokenizer, pad_batch
 
 

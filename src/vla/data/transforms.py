@@ -209,7 +209,7 @@ def libero_transform(episode: Episode) -> Episode:
 
 
 def vla_sim_transform(episode: Episode) -> Episode:
-    """The project's own sim demos (contract S1): actions are already EEF_POS, gripper 1 = open."""
+    """The project's own sim demos (docs/contracts.md, "Sim demos (RLDS)"): actions are already EEF_POS, gripper 1 = open."""
     episode["action"] = np.asarray(episode["action"], dtype=np.float32)
     episode["observation"]["EEF_state"] = episode["observation"]["state"][:, :6]
     episode["observation"]["gripper_state"] = episode["observation"]["state"][:, 6:7]

@@ -1,6 +1,7 @@
 """Model core: vision backbones, projectors, LLM backbones, the VLA, and how it is built, saved and loaded."""
 
 from vla.models.checkpoints import load_checkpoint, load_training_checkpoint
+from vla.models.config import VLAConfig
 from vla.models.factory import build_vla
 from vla.models.io import load_vla, save_vla
 from vla.models.llm import LLM_BACKBONES, LLMBackbone
@@ -10,6 +11,6 @@ from vla.models.vision import VISION_BACKBONES, VisionBackbone
 from vla.models.vla import VLA
 
 __all__ = [
-    "LLMBackbone", "LLM_BACKBONES", "PROJECTORS", "VISION_BACKBONES", "VLA", "VisionBackbone", "build_projector",
+    "LLMBackbone", "LLM_BACKBONES", "PROJECTORS", "VISION_BACKBONES", "VLA", "VLAConfig", "VisionBackbone", "build_projector",
     "build_vla", "export_openvla_hf", "load_checkpoint", "load_openvla", "load_training_checkpoint", "load_vla", "save_vla",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from vla.models.factory import build_vla
+from vla.models.config import VLAConfig
 from vla.models.io import CONFIG_FILE, load_vla
 from vla.models.lora import inject_lora, merge_lora
 from vla.models.openvla_format import load_openvla
@@ -57,7 +57,7 @@ def load_training_checkpoint(ckpt: str | Path) -> VLA:
     stored = state.get(TRAINING_CHECKPOINT_KEY)
     if stored is None:
         raise ValueError(f"{ckpt} was not written by vla's train.py (no {TRAINING_CHECKPOINT_KEY!r} entry)")
-    vla = build_vla(**stored["config"], norm_stats=stored["norm_stats"])
+    vla = VLA(VLAConfig.from_dict(stored["config"]), norm_stats=stored["norm_stats"])
     if stored["stage"] in ("lora", "qlora"):  # rebuild the adapters (and 4-bit layers) the weights belong to
         lora = dict(stored["lora"])
         if stored["stage"] == "qlora":

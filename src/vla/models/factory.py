@@ -7,8 +7,7 @@ from typing import Any
 
 import torch
 
-from vla.models.llm import LLMBackbone
-from vla.models.vision import VisionBackbone
+from vla.models.config import VLAConfig
 from vla.models.vla import VLA
 
 FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -35,20 +34,10 @@ def build_vla(
     tokenizer_path: str | None = None,
     attn_implementation: str = "sdpa",
 ) -> VLA:
-    """The one constructor used by configs (``_target_: vla.models.build_vla``) and loaders."""
-    vla = VLA(
-        VisionBackbone(vision_backbone, pretrained=pretrained_vision, resize_strategy=image_resize_strategy),
-        LLMBackbone(llm_backbone, pretrained=pretrained_llm, tokenizer_path=tokenizer_path, attn_implementation=attn_implementation),
-        projector=projector,
-        n_action_bins=n_action_bins,
-        norm_stats=norm_stats,
-        model_id=model_id,
+    """A VLA from plain values: what configs instantiate (``_target_: vla.models.build_vla``)."""
+    config = VLAConfig(
+        vision_backbone=vision_backbone, llm_backbone=llm_backbone, projector=projector,
+        image_resize_strategy=image_resize_strategy, n_action_bins=n_action_bins, model_id=model_id,
+        attn_implementation=attn_implementation, pretrained_vision=pretrained_vision, pretrained_llm=pretrained_llm,
     )
-    vla.config = {
-        "vision_backbone": vision_backbone, "llm_backbone": llm_backbone, "projector": projector,
-        "image_resize_strategy": image_resize_strategy, "n_action_bins": n_action_bins, "model_id": vla.model_id,
-        "attn_implementation": attn_implementation,
-    }
-    return vla
-
-
+    return VLA(config, norm_stats=norm_stats, tokenizer_path=tokenizer_path)

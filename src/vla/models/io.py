@@ -1,7 +1,7 @@
 """Save and load a VLA as a self-contained directory (no training code, no pickle).
 
 The saved layout (what ``python -m vla.training.export`` writes and eval/serve load):
-``model.safetensors`` (weights), ``vla_config.json`` (the ``build_vla`` arguments),
+``model.safetensors`` (weights), ``vla_config.json`` (:meth:`VLAConfig.to_dict`),
 ``dataset_statistics.json`` (OpenVLA layout) and the tokenizer files under ``tokenizer/``.
 """
 
@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from vla.atomic import atomic_write, write_json_atomic
-from vla.models.factory import build_vla
+from vla.models.config import VLAConfig
 from vla.models.vla import VLA
 
 WEIGHTS_FILE = "model.safetensors"
@@ -30,7 +30,7 @@ def save_vla(vla: VLA, out_dir: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     # save_model de-duplicates tied weights (e.g. Qwen's shared embedding / lm_head).
     atomic_write(out / WEIGHTS_FILE, lambda p: save_model(vla, str(p), metadata={"format": "pt"}))
-    write_json_atomic(out / CONFIG_FILE, vla.config)
+    write_json_atomic(out / CONFIG_FILE, vla.config.to_dict())
     write_json_atomic(out / STATS_FILE, vla.norm_stats)
     vla.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
     return out
@@ -42,10 +42,10 @@ def load_vla(path: str | os.PathLike, device: str | torch.device = "cpu", dtype:
     missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, STATS_FILE) if not (path / f).exists()]
     if missing:
         raise FileNotFoundError(f"{path} is not an exported VLA directory: missing {missing}")
-    config = json.loads((path / CONFIG_FILE).read_text())
+    config = VLAConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
     stats = json.loads((path / STATS_FILE).read_text())
     tokenizer = path / TOKENIZER_DIR
-    vla = build_vla(**config, norm_stats=stats, tokenizer_path=str(tokenizer) if tokenizer.exists() else None)
+    vla = VLA(config, norm_stats=stats, tokenizer_path=str(tokenizer) if tokenizer.exists() else None)
     missing, unexpected = load_model(vla, str(path / WEIGHTS_FILE), strict=False)
     if missing or unexpected:
         raise ValueError(f"Weights in {path} do not match its config: missing {sorted(missing)[:10]}, "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
 
 PAD_TOKEN = "<PAD>"
 PAD_TO_MULTIPLE_OF = 64  # Prismatic pads the embedding matrix (32001 -> 32064 for Llama-2)
@@ -117,16 +117,17 @@ class LLMBackbone(nn.Module):
     """
 
     def __init__(self, name: str, pretrained: bool = False, tokenizer_path: str | None = None,
-                 attn_implementation: str = "sdpa"):
+                 attn_implementation: str = "sdpa", llm_config: PreTrainedConfig | None = None):
         super().__init__()
         spec = get_llm_spec(name)
         self.name = name
         self.spec = spec
-        self.tokenizer = load_tokenizer(spec, tokenizer_path)
+        with torch.device("cpu"):  # also when the weights are built on the meta device (checkpoint import)
+            self.tokenizer = load_tokenizer(spec, tokenizer_path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
         self.base_vocab_size = int(self.tokenizer.vocab_size)
-        self.llm = self._build(spec, pretrained, attn_implementation)
+        self.llm = self._build(spec, pretrained, attn_implementation, llm_config)
         self.llm.config.pad_token_id = self.tokenizer.pad_token_id
         if self.llm.get_input_embeddings().num_embeddings < len(self.tokenizer):
             self.llm.resize_token_embeddings(len(self.tokenizer), pad_to_multiple_of=PAD_TO_MULTIPLE_OF, mean_resizing=False)
@@ -143,7 +144,13 @@ class LLMBackbone(nn.Module):
             arch["vocab_size"] = _padded(tokenizer_len)
         return AutoConfig.for_model(**arch)
 
-    def _build(self, spec: LLMSpec, pretrained: bool, attn_implementation: str) -> nn.Module:
+    def _build(self, spec: LLMSpec, pretrained: bool, attn_implementation: str,
+               llm_config: PreTrainedConfig | None) -> nn.Module:
+        """Pretrained weights, or random ones shaped by ``llm_config`` (a checkpoint's) or the registry."""
+        if llm_config is not None:
+            if pretrained:
+                raise ValueError("Give an LLM architecture (llm_config) or pretrained weights, not both")
+            return AutoModelForCausalLM.from_config(llm_config, attn_implementation=attn_implementation)
         if not pretrained:
             config = self.architecture_config(spec, len(self.tokenizer))
             return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)

@@ -13,14 +13,16 @@ Two layouts exist in the wild:
   ``projector.{0,2,4}`` of an ``nn.Sequential``; ``llm.*``), next to the run's ``config.json`` and
   ``dataset_statistics.json``. The LLM architecture is the registry's (Llama-2 config).
 
-Weights are never held twice: the model skeleton has its parameters on the ``meta`` device and
-each checkpoint tensor is assigned in place (safetensors read per tensor; ``.pt`` memory-mapped and
-unpickled with ``weights_only=True``).
+Weights are never held twice: the model skeleton is built on the ``meta`` device (its LLM from the
+checkpoint's own config) and each checkpoint tensor is assigned in place (safetensors read per
+tensor; ``.pt`` memory-mapped and unpickled with ``weights_only=True``). Buffers no checkpoint holds
+(the rotary embedding's ``inv_freq``) are then rebuilt on CPU from the config.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -33,12 +35,12 @@ import torch
 import transformers
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, PreTrainedConfig
 
 from vla.atomic import write_json_atomic
-from vla.models.factory import build_vla
+from vla.models.config import VLAConfig
 from vla.models.llm import get_llm_spec
+from vla.models.quantization import replace_module
 from vla.models.vision import get_vision_spec
 from vla.models.vla import VLA
 
@@ -64,9 +66,9 @@ PRISMATIC_BASE_VLMS = {
 }
 # Where OpenVLA's own HF code lives; exported configs point `auto_map` there (`repo--module.Class`).
 OPENVLA_CODE_REPO = "openvla/openvla-7b"
-EXTRA_CONFIG_KEY = "vla_config"
+EXTRA_CONFIG_KEY = "vla_config"  # our VLAConfig.to_dict() (tiny architectures have no OpenVLA id)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")  # our build_vla arguments (tiny architectures have no OpenVLA id)
+                   "added_tokens.json")
 
 # ----------------------------------------------------------------------------- name mapping
 # (our prefix, their prefix). Prismatic names are flattened as "<component>.<key>".
@@ -167,16 +169,16 @@ def export_openvla_hf(vla: VLA, out_dir: str | os.PathLike, max_shard_size: int 
 
 def openvla_hf_config(vla: VLA) -> dict[str, Any]:
     """The ``OpenVLAConfig`` fields (``config.json``) describing ``vla``, plus our ``vla_config``."""
-    names = dict(vla.config)
-    vision_id = _openvla_id(OPENVLA_VISION_IDS, names["vision_backbone"].removeprefix("tiny-"), "vision backbone")
-    llm_id = _openvla_llm_id(names["llm_backbone"], vla.llm_backbone.llm.config.model_type)
+    ours = vla.config
+    vision_id = _openvla_id(OPENVLA_VISION_IDS, ours.vision_backbone.removeprefix("tiny-"), "vision backbone")
+    llm_id = _openvla_llm_id(ours.llm_backbone, vla.llm_backbone.llm.config.model_type)
     fused = vla.vision_backbone.fused_featurizer is not None
     expected_projector = "fused-gelu-mlp" if fused else "gelu-mlp"
-    if vla.projector_kind != expected_projector:
+    if ours.projector != expected_projector:
         raise ValueError(f"OpenVLA's HF model pairs a {'fused' if fused else 'single'} vision backbone with the "
-                         f"{expected_projector!r} projector; this model has {vla.projector_kind!r}")
+                         f"{expected_projector!r} projector; this model has {ours.projector!r}")
     dtype = str(next(vla.parameters()).dtype).removeprefix("torch.")
-    spec = get_vision_spec(names["vision_backbone"])
+    spec = get_vision_spec(ours.vision_backbone)
     return {
         "architectures": ["OpenVLAForActionPrediction"],
         "auto_map": {
@@ -186,7 +188,7 @@ def openvla_hf_config(vla: VLA) -> dict[str, Any]:
         "model_type": "openvla",
         "vision_backbone_id": vision_id,
         "llm_backbone_id": llm_id,
-        "arch_specifier": f"no-align+{vla.projector_kind}",
+        "arch_specifier": f"no-align+{ours.projector}",
         "use_fused_vision_backbone": fused,
         "image_resize_strategy": vla.image_transform.resize_strategy,
         "image_sizes": [spec.image_size] * len(spec.timm_ids),
@@ -202,8 +204,7 @@ def openvla_hf_config(vla: VLA) -> dict[str, Any]:
         "n_action_bins": vla.action_tokenizer.n_bins,
         "torch_dtype": dtype,
         "transformers_version": transformers.__version__,
-        EXTRA_CONFIG_KEY: {k: names[k] for k in ("vision_backbone", "llm_backbone", "projector", "image_resize_strategy",
-                                                 "n_action_bins", "model_id")},
+        EXTRA_CONFIG_KEY: ours.to_dict(),
     }
 
 
@@ -212,16 +213,16 @@ def _load_hf(path: Path, dtype: torch.dtype | None, tokenizer_path: str | os.Pat
     config = json.loads((path / "config.json").read_text())
     if config.get("model_type") not in ("openvla", "prismatic"):
         raise ValueError(f"{path / 'config.json'} has model_type {config.get('model_type')!r}; expected 'openvla'")
-    names = config.get(EXTRA_CONFIG_KEY) or _names_from_openvla_ids(
+    vla_config = VLAConfig.from_dict(config.get(EXTRA_CONFIG_KEY) or _names_from_openvla_ids(
         config["vision_backbone_id"], config["llm_backbone_id"], config["arch_specifier"],
-        config.get("image_resize_strategy", "letterbox"), config.get("n_action_bins", 256))
+        config.get("image_resize_strategy", "letterbox"), config.get("n_action_bins", 256)))
     norm_stats = config.get("norm_stats") or _read_stats(path / "dataset_statistics.json")
     text_config = {k: v for k, v in config.get("text_config", {}).items()
                    if k not in ("torch_dtype", "dtype", "transformers_version", "architectures")}
     text_config.setdefault("model_type", "llama")  # OpenVLA's LLM_BACKBONE_TO_HF_METACLASS for Llama-family ids
     llm_config = AutoConfig.for_model(**text_config)
     with _tokenizer_source(tokenizer_path, path) as tokenizer:
-        vla = _empty_vla(names, norm_stats, llm_config, tokenizer)
+        vla = _empty_vla(vla_config, norm_stats, llm_config, tokenizer)
     index = _hf_index(path)
     shapes = {}
     for file, keys in _group_by_file(index).items():
@@ -272,7 +273,7 @@ def _load_prismatic(path: Path, dtype: torch.dtype | None, tokenizer_path: str |
     checkpoint, run_dir = _prismatic_paths(path)
     config = json.loads(_require(run_dir / "config.json").read_text())
     norm_stats = _read_stats(_require(run_dir / "dataset_statistics.json"))
-    names = config.get(EXTRA_CONFIG_KEY) or _names_from_prismatic_config(config, run_dir)
+    vla_config = VLAConfig.from_dict(config.get(EXTRA_CONFIG_KEY) or _names_from_prismatic_config(config, run_dir))
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     model = payload.get("model") if isinstance(payload, dict) else None
     if not isinstance(model, dict):
@@ -284,11 +285,11 @@ def _load_prismatic(path: Path, dtype: torch.dtype | None, tokenizer_path: str |
     embed = flat.get("llm_backbone.llm.model.embed_tokens.weight")
     if embed is None:
         raise ValueError(f"{checkpoint} has no LLM embedding matrix 'llm_backbone: llm.model.embed_tokens.weight'")
-    llm_config = AutoConfig.for_model(**{**get_llm_spec(names["llm_backbone"]).architecture, "vocab_size": embed.shape[0]})
+    llm_config = AutoConfig.for_model(**{**get_llm_spec(vla_config.llm_backbone).architecture, "vocab_size": embed.shape[0]})
     with _tokenizer_source(tokenizer_path, run_dir) as tokenizer:
-        vla = _empty_vla(names, norm_stats, llm_config, tokenizer)
+        vla = _empty_vla(vla_config, norm_stats, llm_config, tokenizer)
     fused = vla.vision_backbone.fused_featurizer is not None
-    mapping = {key: from_prismatic_name(key, fused, names["projector"]) for key in flat}
+    mapping = {key: from_prismatic_name(key, fused, vla_config.projector) for key in flat}
     _check_keys(vla, mapping, {k: tuple(v.shape) for k, v in flat.items()}, str(checkpoint))
     return _assign(vla, ((mapping[k], _cast(v, dtype)) for k, v in flat.items()))
 
@@ -331,18 +332,15 @@ def _names_from_openvla_ids(vision_id: str, llm_id: str, arch_specifier: str, re
     }
 
 
-def _empty_vla(names: Mapping[str, Any], norm_stats: Mapping[str, Any], llm_config, tokenizer_path) -> VLA:
-    """A VLA whose parameters live on the meta device; its LLM is built from the checkpoint's config."""
-    with _parameters_on_meta():
-        vla = build_vla(**{k: v for k, v in names.items() if k != "model_id"}, model_id=names.get("model_id"),
-                        norm_stats=norm_stats, tokenizer_path=str(tokenizer_path) if tokenizer_path else None)
-        llm = AutoModelForCausalLM.from_config(llm_config, attn_implementation=vla.config["attn_implementation"])
-    if llm.config.hidden_size != vla.llm_backbone.embed_dim:
-        raise ValueError(f"Checkpoint LLM hidden_size {llm.config.hidden_size} != {names['llm_backbone']}'s "
-                         f"{vla.llm_backbone.embed_dim}")
-    llm.config.pad_token_id = vla.tokenizer.pad_token_id
-    vla.llm_backbone.llm = llm
-    return vla
+def _empty_vla(config: VLAConfig, norm_stats: Mapping[str, Any], llm_config: PreTrainedConfig,
+               tokenizer_path: Path | None) -> VLA:
+    """A VLA skeleton on the meta device (no memory); its LLM is built from the checkpoint's own config."""
+    registry_width = get_llm_spec(config.llm_backbone).architecture["hidden_size"]
+    if llm_config.hidden_size != registry_width:
+        raise ValueError(f"Checkpoint LLM hidden_size {llm_config.hidden_size} != {config.llm_backbone}'s {registry_width}")
+    with torch.device("meta"):
+        return VLA(config, norm_stats=norm_stats, tokenizer_path=str(tokenizer_path) if tokenizer_path else None,
+                   llm_config=llm_config)
 
 
 @contextlib.contextmanager
@@ -363,23 +361,6 @@ def _tokenizer_source(override: str | os.PathLike | None, checkpoint_dir: Path) 
         yield Path(staged)
 
 
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Create every nn.Parameter on the meta device (buffers stay real), so a skeleton costs no memory."""
-    original = nn.Module.register_parameter
-
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        original(module, name, param)
-        if param is not None:
-            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = register_on_meta
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original
-
-
 def _check_keys(vla: VLA, mapping: Mapping[str, str | None], shapes: Mapping[str, tuple], source: str) -> None:
     """Raise one error listing unknown, missing and shape-mismatched keys."""
     expected = {k: tuple(v.shape) for k, v in vla.state_dict().items()}
@@ -393,8 +374,25 @@ def _check_keys(vla: VLA, mapping: Mapping[str, str | None], shapes: Mapping[str
 
 
 def _assign(vla: VLA, tensors: Iterator[tuple[str, torch.Tensor]]) -> VLA:
+    """Put the checkpoint tensors into the meta skeleton, then materialize what no checkpoint holds."""
     vla.load_state_dict(dict(tensors), strict=True, assign=True)
+    _rebuild_derived_buffers(vla)
+    on_meta = [name for name, t in itertools.chain(vla.named_parameters(), vla.named_buffers()) if t.is_meta]
+    if on_meta:
+        raise RuntimeError(f"The checkpoint left {on_meta} on the meta device: neither loaded nor rebuilt")
     return vla
+
+
+def _rebuild_derived_buffers(vla: VLA) -> None:
+    """Rebuild on CPU the weightless HF modules whose buffers are all non-persistent (derived from
+    the config, e.g. the rotary embedding's ``inv_freq``): checkpoints never hold them."""
+    for name, module in list(vla.named_modules()):
+        buffers = dict(module.named_buffers(recurse=False))
+        derived = (isinstance(getattr(module, "config", None), PreTrainedConfig) and buffers
+                   and set(buffers) <= module._non_persistent_buffers_set and not any(module.parameters()))
+        if derived and any(b.is_meta for b in buffers.values()):
+            with torch.device("cpu"):
+                replace_module(vla, name, type(module)(config=module.config))
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from vla.contract.images import ImageTransform
+from vla.contract.image_transform import ImageTransform
 
 DINOV2_L = "vit_large_patch14_reg4_dinov2.lvd142m"
 SIGLIP_SO400M = "vit_so400m_patch14_siglip_224"
@@ -70,9 +70,10 @@ class VisionBackbone(nn.Module):
         self.embed_dim = sum(m.embed_dim for m in models)
         self.num_patches = models[0].patch_embed.num_patches
         configs = [timm.data.resolve_model_data_config(m) for m in models]
-        self.image_transform = ImageTransform(
-            spec.image_size, [c["mean"] for c in configs], [c["std"] for c in configs], resize_strategy
-        )
+        with torch.device("cpu"):  # preprocessing stays on CPU when the weights are built on meta (checkpoint import)
+            self.image_transform = ImageTransform(
+                spec.image_size, [c["mean"] for c in configs], [c["std"] for c in configs], resize_strategy
+            )
 
     @property
     def featurizers(self) -> list[nn.Module]:

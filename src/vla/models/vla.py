@@ -14,10 +14,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedConfig
 
 from vla.contract.processor import VLAProcessor
 from vla.contract.prompt import IGNORE_INDEX, PromptTokenizer
 from vla.contract.action_tokenizer import ActionTokenizer
+from vla.models.config import VLAConfig
 from vla.models.llm import LLMBackbone
 from vla.models.projectors import build_projector
 from vla.models.vision import VisionBackbone
@@ -37,28 +39,30 @@ class LabelledOutput:
 class VLA(nn.Module):
     """OpenVLA-style policy. ``norm_stats`` has OpenVLA's ``dataset_statistics.json`` layout."""
 
-    def __init__(
-        self,
-        vision_backbone: VisionBackbone,
-        llm_backbone: LLMBackbone,
-        projector: str = "fused-gelu-mlp",
-        n_action_bins: int = 256,
-        norm_stats: Mapping[str, Any] | None = None,
-        model_id: str | None = None,
-    ):
+    def __init__(self, config: VLAConfig, norm_stats: Mapping[str, Any] | None = None,
+                 tokenizer_path: str | None = None, llm_config: PreTrainedConfig | None = None):
+        """Build the backbones, projector and tokenizers ``config`` names.
+
+        ``tokenizer_path``: a saved tokenizer (exports, checkpoints) instead of the registry's.
+        ``llm_config``: a checkpoint's own LLM architecture instead of the registry's (OpenVLA import).
+        """
         super().__init__()
-        self.vision_backbone = vision_backbone
-        self.llm_backbone = llm_backbone
-        self.projector = build_projector(projector, vision_backbone.embed_dim, llm_backbone.embed_dim)
-        self.projector_kind = projector
-        self.model_id = model_id or f"{vision_backbone.name}+{llm_backbone.name}"
-        self.action_tokenizer = ActionTokenizer(vocab_size=llm_backbone.base_vocab_size, n_bins=n_action_bins)
-        self.prompt_tokenizer = PromptTokenizer(
-            llm_backbone.tokenizer, llm_backbone.bos_token_id, llm_backbone.eos_token_id, llm_backbone.space_token_id
-        )
+        self.config = config
+        self.vision_backbone = VisionBackbone(config.vision_backbone, pretrained=config.pretrained_vision,
+                                              resize_strategy=config.image_resize_strategy)
+        self.llm_backbone = LLMBackbone(config.llm_backbone, pretrained=config.pretrained_llm, tokenizer_path=tokenizer_path,
+                                        attn_implementation=config.attn_implementation, llm_config=llm_config)
+        self.projector = build_projector(config.projector, self.vision_backbone.embed_dim, self.llm_backbone.embed_dim)
+        self.action_tokenizer = ActionTokenizer(vocab_size=self.llm_backbone.base_vocab_size, n_bins=config.n_action_bins)
+        self.prompt_tokenizer = PromptTokenizer(self.llm_backbone.tokenizer, self.llm_backbone.bos_token_id,
+                                                self.llm_backbone.eos_token_id, self.llm_backbone.space_token_id)
         self.norm_stats: dict[str, Any] = dict(norm_stats or {})
 
     # ------------------------------------------------------------------ properties
+    @property
+    def model_id(self) -> str:
+        return self.config.model_id
+
     @property
     def image_transform(self):
         return self.vision_backbone.image_transform
@@ -159,7 +163,7 @@ class VLA(nn.Module):
             positions = positions[:, -1:] + 1
             out = self.llm_backbone(
                 inputs_embeds=self.llm_backbone.embed(next_token[:, None]), attention_mask=mask,
-                position_ids=positions, past_key_values=out.past_key_values, use_cache=True,
+                position_ids=positions, cache=out.cache, use_cache=True,
             )
         return torch.stack(generated, dim=1)
 

@@ -59,13 +59,6 @@ class ServeSettings:
         return 2 * (4 * self.max_image_side * self.max_image_side * 3 // 3) + 64 * 1024
 
 
-def validate_port(port: object) -> int:
-    """The ``port`` setting as an int in 1..65535, or an error naming the key and the value."""
-    if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-    return int(port)
-
-
 def create_app(policy: Policy, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving ``policy``; the micro-batcher runs for the app's lifetime."""
     settings = settings or ServeSettings()

@@ -1,4 +1,4 @@
-"""Gymnasium-style tabletop environment implementing the shared closed-loop eval interface (S4)."""
+"""Gymnasium-style tabletop environment implementing the closed-loop eval interface (docs/contracts.md, "Environments")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The LightningModule that trains a VLA: loss, action-token accuracy and L1, optimizer, checkpoints.
 
-Everything a checkpoint needs to become a standalone model (the ``build_vla`` config, the dataset
+Everything a checkpoint needs to become a standalone model (the model's ``VLAConfig``, the dataset
 statistics, the stage and LoRA settings) is stored in it, next to Lightning's full training state
 (weights, optimizer, scheduler, loop position, the DataModule's stream position) plus RNG states.
 """
@@ -151,7 +151,7 @@ class VLATrainingModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[TRAINING_CHECKPOINT_KEY] = {
-            "config": dict(self.vla.config), "norm_stats": self.vla.norm_stats, "stage": self.stage, "lora": self.lora,
+            "config": self.vla.config.to_dict(), "norm_stats": self.vla.norm_stats, "stage": self.stage, "lora": self.lora,
         }
         checkpoint["rng_states"] = _rng_states()
 

@@ -1,4 +1,4 @@
-"""LIBERO task suites behind the (S4) env contract, through the real ``libero`` package API.
+"""LIBERO task suites behind the env interface (docs/contracts.md, "Environments"), through the real ``libero`` package API.
 
 Reproduces OpenVLA's ``run_libero_eval.py``: ``OffScreenRenderEnv`` at 256x256 seeded with 0 once,
 ``reset()`` + ``set_init_state(suite init state i)`` per trial, the agent-view image rotated 180
@@ -45,7 +45,7 @@ def _import_libero():
 
 
 class LiberoEnv:
-    """One LIBERO task's ``OffScreenRenderEnv`` with (S4) observations and actions."""
+    """One LIBERO task's ``OffScreenRenderEnv`` with the observations and actions of docs/contracts.md, "Environments"."""
 
     def __init__(self, bddl_file: str, resolution: int = CAMERA_RESOLUTION, seed: int = ENV_SEED):
         _, _, offscreen_env = _import_libero()
@@ -87,7 +87,7 @@ class LiberoEnv:
 
 
 class LiberoSuite:
-    """A LIBERO benchmark suite (``libero_spatial`` ... ``libero_90``) as an (S4) task suite."""
+    """A LIBERO benchmark suite (``libero_spatial`` ... ``libero_90``) as a task suite (docs/contracts.md, "Environments")."""
 
     def __init__(self, name: str, resolution: int = CAMERA_RESOLUTION):
         if name not in LIBERO_MAX_STEPS:
