@@ -8,6 +8,7 @@ exported model out on held-out scene seeds of a sim suite. Baseline, measured in
 same scenes: the same trained model told one fixed instruction (the suite's first task) whatever the
 task is, i.e. the same visuomotor skill without language (it succeeds on at most ~1 / n_tasks of
 the tasks when the scene alone does not tell the tasks apart); and an untrained model of the same architecture (no skill at all).
+The three success rates, with their 95% Wilson intervals, are also drawn to <run-dir>/closed_loop_<suite>.png.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from omegaconf import OmegaConf
 from vla.sim import SimTaskSuite
 from vla.policy import Policy
 from vla.models import VLA, load_checkpoint
+from vla.eval.charts import success_chart
 from vla.eval.runner import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +100,10 @@ def main() -> None:
         ratio = f"{row['success_rate'] / base:.2f}x" if base else "-"  # undefined against a 0% baseline
         print(f"| {name} | {row['success_rate']:.1%} | {row['episodes']} | [{row['ci95_low']:.1%}, {row['ci95_high']:.1%}] | "
               f"{row['mean_steps']:.1f} | {row['eval_s']:.0f} | {ratio} |")
+    chart = success_chart(rows, args.run_dir / f"closed_loop_{args.suite}.png",
+                          f"{args.suite}, {suite.n_objects} object(s): {args.trials} held-out scenes x {suite.n_tasks} tasks",
+                          reference=(1 / suite.n_tasks, f"language-blind ceiling ~{1 / suite.n_tasks:.0%}"))
+    print(f"chart: {chart}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ COMMANDS = {
     "vla-study": "suite: ???",
     "vla-prep": "dataset: ???",
     "vla-sim": "episodes: 200",
+    "vla-robot": "server: http://127.0.0.1:8000",
 }
 SCRIPTS = {
     "train.py": COMMANDS["vla-train"],

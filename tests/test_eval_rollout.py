@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,15 @@ def go_policy(image, instruction):
     return np.array([0.2 if instruction == "go right" else 0.0, 0, 0, 0, 0, 0, 1.0])
 
 
+POLICY_SLEEP_S = 0.005
+
+
+def slow_go_policy(image, instruction):
+    """``go_policy`` that takes at least ``POLICY_SLEEP_S`` per call, so recorded latencies have a floor."""
+    time.sleep(POLICY_SLEEP_S)
+    return go_policy(image, instruction)
+
+
 def test_noop_wait_then_policy_steps_until_success():
     env = LineEnv()
     episode = run_episode(env, go_policy, TaskSpec("go", "go right", 8), init_state=0, num_steps_wait=3)
@@ -105,7 +115,7 @@ def test_max_steps_caps_the_task_budget():
 
 
 def test_results_rates_ci_and_files(tmp_path):
-    results = evaluate(LineSuite(), go_policy, tmp_path, num_trials_per_task=4, num_steps_wait=1, progress=False)
+    results = evaluate(LineSuite(), slow_go_policy, tmp_path, num_trials_per_task=4, num_steps_wait=1, progress=False)
     assert results["suite"]["successes"] == 4 and results["suite"]["episodes"] == 8
     go, stop = results["tasks"]
     assert (go["name"], go["success_rate"], go["ci95_low"]) == ("go", 1.0, pytest.approx(wilson_interval(4, 4)[0]))
@@ -114,7 +124,10 @@ def test_results_rates_ci_and_files(tmp_path):
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert [r["scope"] for r in rows] == ["task", "task", "suite"] and rows[2]["success_rate"] == "0.5"
     episodes = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
-    assert len(episodes) == 8 and episodes[0]["steps"] == 5 and episodes[0]["mean_latency_s"] >= 0
+    assert len(episodes) == 8 and episodes[0]["steps"] == 5
+    # Latency is the policy call's time: never below the scripted policy's sleep, per episode and in the summaries.
+    assert all(e["mean_latency_s"] >= POLICY_SLEEP_S for e in episodes)
+    assert min(go["mean_latency_s"], stop["mean_latency_s"], results["suite"]["mean_latency_s"]) >= POLICY_SLEEP_S
 
 
 def test_wilson_interval_known_values():

@@ -147,7 +147,8 @@ def test_bad_requests_get_4xx_with_reason(server, body, status):
 
 def test_body_over_limit_is_refused_before_reading(server):
     limit = ServeSettings(max_image_side=MAX_SIDE).max_body_bytes
-    response = requests.post(f"{server.url}/act", data=b"x" * (limit + 1), timeout=30)
+    response = requests.post(f"{server.url}/act", data=b"x" * (limit + 1), headers={"Content-Type": "application/json"},
+                             timeout=30)
     assert response.status_code == 413
 
 
@@ -259,8 +260,34 @@ def test_microbatcher_passes_model_errors_to_each_request_and_keeps_serving():
     assert asyncio.run(scenario()).shape == (7,)
 
 
+def test_microbatcher_reruns_a_failed_batch_one_by_one_so_only_the_culprit_fails():
+    calls: list[list[str]] = []
+
+    def picky_predict(images, instructions, unnorm_key):
+        calls.append(list(instructions))
+        if "boom" in instructions:
+            raise RuntimeError("model failed")
+        return np.array([[float(img[0])] for img in images])
+
+    async def scenario() -> list:
+        batcher = MicroBatcher(picky_predict, max_batch_size=4, max_wait_ms=200)
+        await batcher.start()
+        try:
+            jobs = [batcher.submit(np.array([i]), "boom" if i == 2 else "go", None) for i in range(4)]
+            return await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[2], RuntimeError)
+    assert [float(results[i][0]) for i in (0, 1, 3)] == [0.0, 1.0, 3.0]
+    assert calls == [["go", "go", "boom", "go"], ["go"], ["go"], ["boom"], ["go"]]
+
+
 def test_settings_reject_bad_values():
     with pytest.raises(ValueError, match="max_image_side"):
         ServeSettings(max_image_side=0)
+    with pytest.raises(ValueError, match="body_timeout_s"):
+        ServeSettings(body_timeout_s=0)
     with pytest.raises(ValueError, match="max_batch_size"):
         MicroBatcher(lambda *a: None, max_batch_size=0)

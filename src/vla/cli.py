@@ -40,9 +40,11 @@ def serve(cfg: DictConfig) -> None:
     port = _port(cfg.port)  # before torch is even imported: a typo should not cost a minute
     import uvicorn
 
+    from vla.serve.server import uvicorn_options
+
     policy = instantiate(cfg.policy)
     app = instantiate(cfg.app, policy=policy)
-    uvicorn.run(app, host=cfg.host, port=port)
+    uvicorn.run(app, host=cfg.host, port=port, **uvicorn_options(app))
 
 
 def _port(port: object) -> int:
@@ -62,3 +64,9 @@ def export(cfg: DictConfig) -> Path:
 def study(cfg: DictConfig) -> Path:
     """Instruction-sensitivity study of a served or local policy over a suite of cases; returns the report dir."""
     return instantiate(cfg.study)
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="robot", version_base="1.3")
+def robot(cfg: DictConfig) -> list[Path]:
+    """Drive a robot (``robot=sim|widowx``) from a policy server's ``POST /act``; returns the episode recordings."""
+    return instantiate(cfg.deploy)

@@ -130,6 +130,16 @@ def _check_image(image: Any, max_image_side: int) -> np.ndarray:
     return image
 
 
+def _check_text(name: str, text: str) -> str:
+    """``text`` if it encodes as UTF-8: a JSON escape like ``\\ud800`` decodes to a lone surrogate, on which
+    the tokenizer raises deep inside a (batched) model call."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise PayloadError(f"'{name}' is not valid Unicode: lone surrogate at character {err.start}") from err
+    return text
+
+
 def _check_instruction(instruction: Any) -> str:
     if not isinstance(instruction, str):
         raise PayloadError(f"'instruction' must be a string, got {type(instruction).__name__}")
@@ -137,10 +147,10 @@ def _check_instruction(instruction: Any) -> str:
         raise PayloadError("'instruction' is empty")
     if len(instruction) > MAX_INSTRUCTION_CHARS:
         raise PayloadError(f"'instruction' has {len(instruction)} characters; at most {MAX_INSTRUCTION_CHARS} allowed", 413)
-    return instruction
+    return _check_text("instruction", instruction)
 
 
 def _check_unnorm_key(unnorm_key: Any) -> str | None:
     if unnorm_key is not None and not isinstance(unnorm_key, str):
         raise PayloadError(f"'unnorm_key' must be a string or null, got {type(unnorm_key).__name__}")
-    return unnorm_key
+    return unnorm_key if unnorm_key is None else _check_text("unnorm_key", unnorm_key)

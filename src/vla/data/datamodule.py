@@ -10,21 +10,28 @@ Batches of one epoch are dealt round-robin to the workers (batch ``j`` comes fro
 ``j % num_workers``, as PyTorch's DataLoader orders them); on resume after ``B`` batches the
 worker roles are rotated by ``B`` so the first new batch comes from the right worker.
 The shard format (member names, tar reading, member decoding, manifest checks) is :mod:`vla.data.shards`.
+
+Integrity: shards are checked against the sha256 that ``manifest.json`` records (``verify_shards``,
+see :class:`VLADataModule`), and every decoded sample is validated (action length, finite, inside
+[-1, 1] where normalization bounds it); any failure raises :class:`CorruptShardError` naming the
+shard, and the sample key when one sample is at fault.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
 
 from vla.data.augmentation import OpenVLAAugmentation
 from vla.data.mixtures import resolve_mixture
@@ -35,24 +42,40 @@ from vla.data.shards import (
     MANIFEST_FILE,
     CorruptShardError,
     PreparedDataset,
+    check_normalized_action,
     image_member,
     iter_shard,
     load_prepared,
     read_array,
     read_image,
     read_text,
+    verify_shard,
 )
 
 PRIMARY_IMAGE = image_member("primary")
 _REQUIRED_MEMBERS = (ACTION_MEMBER, INSTRUCTION_MEMBER, PRIMARY_IMAGE)
 
 RawSample = dict[str, Any]  # member bytes by field name + "__key__", "__shard__", "dataset_name"
+VerifyShards = Literal["first_read", "setup", "off"]
+OnCorruptShard = Literal["error", "skip"]
 
 
 @dataclass(frozen=True)
 class Shard:
     path: Path
     num_samples: int
+    sha256: str | None = None  # the manifest's hash; None: not known, never verified
+
+
+@dataclass(frozen=True)
+class SkippedShard:
+    """A shard left out by ``on_corrupt_shard="skip"``, and why."""
+
+    dataset: str
+    split: str
+    file: str
+    num_samples: int
+    reason: str
 
 
 def load_dataset(root: str | Path, name: str) -> PreparedDataset:
@@ -68,7 +91,8 @@ def load_dataset(root: str | Path, name: str) -> PreparedDataset:
 def split_shards(prepared: PreparedDataset, split: str) -> list[Shard]:
     if split not in prepared.splits:
         raise ValueError(f"{prepared.root / MANIFEST_FILE} has no split {split!r} (has {sorted(prepared.splits)})")
-    return [Shard(prepared.root / entry["file"], int(entry["num_samples"])) for entry in prepared.splits[split]["shards"]]
+    return [Shard(prepared.root / entry["file"], int(entry["num_samples"]), entry["sha256"])
+            for entry in prepared.splits[split]["shards"]]
 
 
 def num_transitions(prepared: PreparedDataset, split: str) -> int:
@@ -88,6 +112,26 @@ def iter_raw_samples(shard: Shard, dataset_name: str) -> Iterator[RawSample]:
         count += 1
     if count != shard.num_samples:
         raise CorruptShardError(f"shard {shard.path} holds {count} samples, its manifest says {shard.num_samples} (truncated?)")
+
+
+@dataclass
+class _FirstReadCheck:
+    """Hashes a shard's whole file against the manifest the first time this process opens it.
+
+    A worker reads only a slice of a shard, and its samples reach the model before the slice ends,
+    so the whole file is hashed up front, before any of its samples is trusted. The verified paths
+    live in this object, which DataLoader copies into each worker: every process hashes each shard
+    it opens once (non-persistent workers: once per worker per epoch; the page cache then serves
+    the tar read).
+    """
+
+    verified: set[Path] = field(default_factory=set)
+
+    def __call__(self, shard: Shard) -> None:
+        if shard.sha256 is None or shard.path in self.verified:
+            return
+        verify_shard(shard.path, shard.sha256)
+        self.verified.add(shard.path)
 
 
 @dataclass(frozen=True)
@@ -112,19 +156,22 @@ def _worker_pieces(shards: list[Shard], worker: int, num_workers: int) -> list[_
     return pieces
 
 
-def _read_pieces(pieces: list[_Piece], dataset_name: str) -> Iterator[RawSample]:
+def _read_pieces(pieces: list[_Piece], dataset_name: str, check: _FirstReadCheck | None) -> Iterator[RawSample]:
     for piece in pieces:
+        if check is not None:
+            check(piece.shard)
         yield from itertools.islice(iter_raw_samples(piece.shard, dataset_name), piece.start, piece.stop)
 
 
-def _endless_share(shards: list[Shard], dataset_name: str, worker: int, num_workers: int, rng: np.random.Generator, shuffle: bool) -> Iterator[RawSample]:
+def _endless_share(shards: list[Shard], dataset_name: str, worker: int, num_workers: int, rng: np.random.Generator,
+                   shuffle: bool, check: _FirstReadCheck | None) -> Iterator[RawSample]:
     """Passes over this worker's share forever (piece order reshuffled per pass when shuffling)."""
     pieces = _worker_pieces(shards, worker, num_workers)
     if not pieces:
         raise ValueError(f"dataset {dataset_name!r} has fewer training samples than loader workers ({num_workers})")
     while True:
         order = rng.permutation(len(pieces)) if shuffle else range(len(pieces))
-        yield from _read_pieces([pieces[i] for i in order], dataset_name)
+        yield from _read_pieces([pieces[i] for i in order], dataset_name, check)
 
 
 def _shuffle_buffer(samples: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
@@ -145,28 +192,36 @@ def _shuffle_buffer(samples: Iterator[RawSample], size: int, rng: np.random.Gene
 
 @dataclass
 class _SampleDecoder:
-    """Raw sample -> processor sample (+ ``dataset_name``, ``sample_key``): decode, resize, optionally augment, tokenize."""
+    """Raw sample -> processor sample (+ ``dataset_name``, ``sample_key``): check, decode, resize, optionally augment, tokenize.
+
+    ``bounded_dims[dataset]`` marks the action dimensions normalization put in [-1, 1]. Any decode or
+    validation error becomes a :class:`CorruptShardError` naming the shard and the sample key, so a
+    bad sample can be found among millions.
+    """
 
     processor: VLAProcessor
+    bounded_dims: Mapping[str, np.ndarray]
     augmentation: OpenVLAAugmentation | None = None
 
     def __call__(self, raw: RawSample, rng: np.random.Generator | None = None) -> dict[str, Any]:
-        where = f"sample {raw['__key__']!r} in shard {raw['__shard__']}"
+        if self.augmentation is not None and rng is None:
+            raise ValueError("augmentation needs a random generator")
         try:
-            image = read_image(raw[PRIMARY_IMAGE])
-            action = read_array(raw[ACTION_MEMBER])
-        except (OSError, ValueError) as err:
-            raise CorruptShardError(f"cannot decode {where}: {err}") from err
-        instruction = read_text(raw[INSTRUCTION_MEMBER])
-        image = np.asarray(self.processor.image_transform.resize(image))
-        if self.augmentation is not None:
-            if rng is None:
-                raise ValueError("augmentation needs a random generator")
-            image = self.augmentation(image, rng)
-        sample = self.processor.training_sample(image, instruction, action)
+            sample = self._decode(raw, rng)
+        except (OSError, ValueError) as err:  # PIL, numpy, UTF-8, tokenizer and range checks
+            raise CorruptShardError(f"bad sample {raw['__key__']!r} in shard {raw['__shard__']}: {err}") from err
         sample["dataset_name"] = raw["dataset_name"]
         sample["sample_key"] = raw["__key__"]
         return sample
+
+    def _decode(self, raw: RawSample, rng: np.random.Generator | None) -> dict[str, Any]:
+        action = read_array(raw[ACTION_MEMBER])
+        check_normalized_action(action, self.bounded_dims[raw["dataset_name"]])
+        instruction = read_text(raw[INSTRUCTION_MEMBER])
+        image = np.asarray(self.processor.image_transform.resize(read_image(raw[PRIMARY_IMAGE])))
+        if self.augmentation is not None:
+            image = self.augmentation(image, rng)
+        return self.processor.training_sample(image, instruction, action)
 
 
 def _worker_slot() -> tuple[int, int]:
@@ -178,9 +233,11 @@ class _MixtureStream(IterableDataset):
     """One epoch of the weighted training mixture for one rank; see the module docstring."""
 
     def __init__(self, datasets: list[PreparedDataset], weights: list[float], split: str, decoder: _SampleDecoder,
-                 batch_size: int, batches_per_rank: int, rank: int, world_size: int, shuffle_buffer: int, seed: int):
+                 batch_size: int, batches_per_rank: int, rank: int, world_size: int, shuffle_buffer: int, seed: int,
+                 check: _FirstReadCheck | None):
         super().__init__()
         self.shards = [split_shards(dataset, split) for dataset in datasets]
+        self.check = check
         self.names = [dataset.dataset for dataset in datasets]
         self.weights = np.asarray(weights, dtype=np.float64)
         self.decoder, self.batch_size, self.batches_per_rank = decoder, batch_size, batches_per_rank
@@ -212,7 +269,7 @@ class _MixtureStream(IterableDataset):
         streams = []
         for i, (shards, name, weight) in enumerate(zip(self.shards, self.names, self.weights)):
             buffer = max(1, round(self.shuffle_buffer * weight)) if shuffle else 1
-            endless = _endless_share(shards, name, worker, num_workers, rngs[2 * i], shuffle)
+            endless = _endless_share(shards, name, worker, num_workers, rngs[2 * i], shuffle, self.check)
             streams.append(_shuffle_buffer(endless, buffer, rngs[2 * i + 1]))
         pick = rngs[-1]
         while True:
@@ -222,16 +279,17 @@ class _MixtureStream(IterableDataset):
 class _SequentialStream(IterableDataset):
     """Every sample of a split once, dataset after dataset, no augmentation (validation)."""
 
-    def __init__(self, datasets: list[PreparedDataset], split: str, decoder: _SampleDecoder, rank: int, world_size: int):
+    def __init__(self, datasets: list[PreparedDataset], split: str, decoder: _SampleDecoder, rank: int, world_size: int,
+                 check: _FirstReadCheck | None):
         super().__init__()
         self.shards = [(dataset.dataset, split_shards(dataset, split)) for dataset in datasets]
-        self.decoder, self.rank, self.world_size = decoder, rank, world_size
+        self.decoder, self.rank, self.world_size, self.check = decoder, rank, world_size, check
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         physical, num_workers = _worker_slot()
         worker, total = self.rank * num_workers + physical, self.world_size * num_workers
         for name, shards in self.shards:
-            for sample in _read_pieces(_worker_pieces(shards, worker, total), name):
+            for sample in _read_pieces(_worker_pieces(shards, worker, total), name, self.check):
                 yield self.decoder(sample)
 
 
@@ -259,6 +317,23 @@ class VLADataModule(pl.LightningDataModule):
     ``processor`` (the model's :class:`VLAProcessor`) must be given or attached with
     :meth:`attach_processor` before the loaders are built. ``dataset_statistics`` is readable
     without it, so the model can be built from the data's statistics first.
+
+    ``verify_shards`` checks the shards the loaders read against ``manifest.json``'s sha256:
+
+    - ``first_read`` (default): each process hashes a shard's whole file when it first opens it,
+      before trusting any of its samples, and raises :class:`CorruptShardError` naming the file.
+      Training starts at once; the cost is one extra sequential read of each shard a process opens
+      (the tar read that follows hits the page cache), small next to JPEG decoding.
+    - ``setup``: hash every shard of the train and val splits once in :meth:`setup` (progress
+      bar), so damage is found before the first step. Every rank hashes everything.
+    - ``off``: only the tar structure and the per-sample checks.
+
+    ``on_corrupt_shard="skip"`` drops shards whose hash does not match (warning, counted in
+    :attr:`skipped_shards` / :attr:`integrity_counts` for the trainer to log) instead of raising.
+    It needs ``verify_shards="setup"``: the shards are then dropped before the stream is laid out,
+    so every rank and worker agrees on the slices, the epoch holds only intact samples, the counts
+    are known in the process that logs, and a resumed run over the same files replays the same
+    stream. A split left with no intact shard still raises. Mixture weights keep the manifest sizes.
     """
 
     def __init__(
@@ -275,19 +350,26 @@ class VLADataModule(pl.LightningDataModule):
         val_split: str | None = "val",
         samples_per_epoch: int | None = None,
         processor: VLAProcessor | None = None,
+        verify_shards: VerifyShards = "first_read",
+        on_corrupt_shard: OnCorruptShard = "error",
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        _check_integrity_options(verify_shards, on_corrupt_shard)
         self.data_root = Path(data_root)
         self.mixture = mixture if isinstance(mixture, str) else dict(mixture)
         self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
         self.image_aug, self.balance_weights, self.seed = image_aug, balance_weights, seed
         self.train_split, self.val_split, self.samples_per_epoch = train_split, val_split, samples_per_epoch
         self.processor = processor
+        self.verify_shards, self.on_corrupt_shard = verify_shards, on_corrupt_shard
+        self.skipped_shards: list[SkippedShard] = []
+        self._first_read = _FirstReadCheck() if verify_shards == "first_read" else None
         self._datasets: list[PreparedDataset] | None = None
+        self._readable: list[PreparedDataset] | None = None
         self._weights: list[float] = []
         self._train_loader: _EpochLoader | None = None
         self._resume: dict[str, int] | None = None
@@ -317,14 +399,45 @@ class VLADataModule(pl.LightningDataModule):
         self._load()
         return {dataset.dataset: weight for dataset, weight in zip(self._datasets, self._weights)}
 
+    @property
+    def integrity_counts(self) -> dict[str, int]:
+        """Shards and samples dropped by ``on_corrupt_shard="skip"`` (zero otherwise), for logging."""
+        return {"skipped_shards": len(self.skipped_shards),
+                "skipped_samples": sum(shard.num_samples for shard in self.skipped_shards)}
+
     def setup(self, stage: str | None = None) -> None:
-        self._load()
+        self._ready()
+
+    def _ready(self) -> list[PreparedDataset]:
+        """The datasets the loaders read: loaded and, with ``verify_shards="setup"``, hashed once."""
+        if self._readable is None:
+            datasets = self._load()
+            self._readable = self._verify_all(datasets) if self.verify_shards == "setup" else datasets
+        return self._readable
+
+    def _verify_all(self, datasets: list[PreparedDataset]) -> list[PreparedDataset]:
+        """Hash the train/val shards; raise on the first mismatch, or drop and count them with ``skip``."""
+        splits = [split for split in (self.train_split, self.val_split) if split is not None]
+        jobs = [(d, split, entry) for d in datasets for split in splits if split in d.splits
+                for entry in d.splits[split]["shards"]]
+        skipped: list[SkippedShard] = []
+        for dataset, split, entry in tqdm(jobs, desc="verify shards", unit="shard", disable=self._rank_and_world()[0] != 0):
+            try:
+                verify_shard(dataset.root / entry["file"], entry["sha256"])
+            except CorruptShardError as err:
+                if self.on_corrupt_shard == "error":
+                    raise
+                skipped.append(SkippedShard(dataset.dataset, split, entry["file"], int(entry["num_samples"]), str(err)))
+                warnings.warn(f"skipping {err}", stacklevel=2)
+        self.skipped_shards = skipped
+        return [_without_shards(dataset, skipped) for dataset in datasets]
 
     # --- loaders -------------------------------------------------------------------------------
     def _decoder(self, augment: bool) -> _SampleDecoder:
         if self.processor is None:
             raise ValueError("VLADataModule needs the model's processor: pass processor= or call attach_processor()")
-        return _SampleDecoder(self.processor, OpenVLAAugmentation() if augment else None)
+        bounded = {dataset.dataset: dataset.bounded_action_dims() for dataset in self._ready()}
+        return _SampleDecoder(self.processor, bounded, OpenVLAAugmentation() if augment else None)
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is not None:
@@ -335,14 +448,14 @@ class VLADataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         decoder = self._decoder(self.image_aug)
-        datasets = self._load()
+        datasets = self._ready()
         rank, world_size = self._rank_and_world()
         samples = self.samples_per_epoch or sum(num_transitions(d, self.train_split) for d in datasets)
         batches_per_rank = samples // (world_size * self.batch_size)
         if batches_per_rank < 1:
             raise ValueError(f"samples_per_epoch={samples} is less than one batch per rank ({world_size} x {self.batch_size})")
         stream = _MixtureStream(datasets, self._weights, self.train_split, decoder, self.batch_size,
-                                batches_per_rank, rank, world_size, self.shuffle_buffer, self.seed)
+                                batches_per_rank, rank, world_size, self.shuffle_buffer, self.seed, self._first_read)
         self._train_loader = _EpochLoader(stream, self._begin_epoch, batch_size=self.batch_size, num_workers=self.num_workers,
                                           collate_fn=self.processor.collate)
         return self._train_loader
@@ -351,7 +464,8 @@ class VLADataModule(pl.LightningDataModule):
         if self.val_split is None:
             return []
         rank, world_size = self._rank_and_world()
-        stream = _SequentialStream(self._load(), self.val_split, self._decoder(augment=False), rank, world_size)
+        stream = _SequentialStream(self._ready(), self.val_split, self._decoder(augment=False), rank, world_size,
+                                   self._first_read)
         return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.processor.collate)
 
     def _begin_epoch(self) -> tuple[int, int]:
@@ -393,3 +507,25 @@ class VLADataModule(pl.LightningDataModule):
                           "the same number of batches but is not the continuation of the interrupted one", stacklevel=2)
         self._resume = {"epoch": int(state_dict["epoch"]), "batches_consumed": int(state_dict["batches_consumed"])}
         self._next_epoch = self._resume["epoch"]
+
+
+def _check_integrity_options(verify_shards: str, on_corrupt_shard: str) -> None:
+    if verify_shards not in get_args(VerifyShards):
+        raise ValueError(f"verify_shards must be one of {get_args(VerifyShards)}, got {verify_shards!r}")
+    if on_corrupt_shard not in get_args(OnCorruptShard):
+        raise ValueError(f"on_corrupt_shard must be one of {get_args(OnCorruptShard)}, got {on_corrupt_shard!r}")
+    if on_corrupt_shard == "skip" and verify_shards != "setup":
+        raise ValueError("on_corrupt_shard='skip' needs verify_shards='setup': shards must be dropped before the "
+                         "stream is laid out (see VLADataModule)")
+
+
+def _without_shards(prepared: PreparedDataset, skipped: list[SkippedShard]) -> PreparedDataset:
+    """``prepared`` minus the skipped shards; a split that loses every shard is an error, not an empty epoch."""
+    splits = {}
+    for split, info in prepared.splits.items():
+        gone = {s.file for s in skipped if s.dataset == prepared.dataset and s.split == split}
+        shards = [entry for entry in info["shards"] if entry["file"] not in gone]
+        if info["shards"] and not shards:
+            raise CorruptShardError(f"every {split} shard of {prepared.root} is corrupt: {sorted(gone)}")
+        splits[split] = {**info, "shards": shards, "num_transitions": sum(int(e["num_samples"]) for e in shards)}
+    return dataclasses.replace(prepared, splits=splits)

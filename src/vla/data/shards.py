@@ -5,7 +5,8 @@ transition's tar members, :func:`write_shard` writes a tar atomically with fixed
 (so a re-run yields identical bytes). Reading: :func:`load_prepared` loads and checks
 ``manifest.json`` + ``dataset_statistics.json``; :func:`iter_shard` yields raw samples and detects
 truncation; :func:`verify_shard` checks a shard against its manifest hash; the ``read_*``
-functions decode single members (``allow_pickle=False``) and :func:`decode_sample` a whole sample.
+functions decode single members (``allow_pickle=False``), :func:`decode_sample` a whole sample, and
+:func:`check_normalized_action` rejects actions that normalization cannot have produced.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ ACTION_MEMBER = "action.npy"
 PROPRIO_MEMBER = "proprio.npy"
 INSTRUCTION_MEMBER = "instruction.txt"
 META_MEMBER = "meta.json"
+# Normalization kinds that map (masked) dimensions into [-1, 1]; ``normal`` has no bound.
+BOUNDED_NORMALIZATIONS = ("bounds_q99", "bounds")
+# Slack for float rounding when checking that a bounded dimension lies in [-1, 1].
+RANGE_TOLERANCE = 1e-5
 
 
 def image_member(view: str) -> str:
@@ -141,6 +146,15 @@ class PreparedDataset:
             raise KeyError(f"{self.root} has no split {split!r} (have {sorted(self.splits)})")
         return [self.root / shard["file"] for shard in self.splits[split]["shards"]]
 
+    def bounded_action_dims(self) -> np.ndarray:
+        """Boolean ``[A]``: action dimensions that normalization clipped into [-1, 1] (none under ``normal``).
+
+        A value outside [-1, 1] there cannot come from data_prep, so readers treat it as corruption.
+        """
+        stats = self.statistics[self.dataset]["action"]
+        mask = np.asarray(stats.get("mask", [True] * len(stats["q01"])), dtype=bool)
+        return mask if self.normalization in BOUNDED_NORMALIZATIONS else np.zeros_like(mask)
+
     def verify(self) -> None:
         """Hash every shard against the manifest (reads all bytes once)."""
         for split in self.splits.values():
@@ -225,6 +239,20 @@ def read_image(data: bytes) -> Image.Image:
     """A JPEG member, decoded to RGB."""
     with Image.open(io.BytesIO(data)) as jpeg:
         return jpeg.convert("RGB")
+
+
+def check_normalized_action(action: np.ndarray, bounded: np.ndarray) -> None:
+    """Raise ``ValueError`` if ``action`` has another length than the statistics or leaves [-1, 1] in a bounded dim.
+
+    Out-of-range values would be clipped silently to the edge bins by the action tokenizer, so a
+    damaged value (say 1e30) would train as a plausible extreme action instead of failing.
+    """
+    if action.shape != bounded.shape:
+        raise ValueError(f"action has shape {action.shape}, the dataset statistics have {bounded.size} dimensions")
+    outside = bounded & (np.abs(action) > 1 + RANGE_TOLERANCE)
+    if outside.any():
+        dims = np.flatnonzero(outside).tolist()
+        raise ValueError(f"normalized action leaves [-1, 1] in bounded dimensions {dims}: {action[outside].tolist()}")
 
 
 def read_text(data: bytes | str) -> str:

@@ -68,7 +68,7 @@ def _start_wandb(cfg: DictConfig, settings: dict[str, Any]):
     try:
         import wandb
     except ImportError as err:
-        raise ImportError("wandb.enabled=true needs wandb: pip install -e '.[wandb]'") from err
+        raise ImportError("wandb.enabled=true needs wandb: pip install -e '.[loggers]'") from err
     return wandb.init(project=cfg.wandb.project, mode=cfg.wandb.mode, dir=cfg.out_dir, job_type="eval",
                       config={**settings, "suite": cfg.task_suite or cfg.env.default_suite})
 

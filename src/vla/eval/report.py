@@ -1,4 +1,4 @@
-"""Write and print eval results: results.json, results.csv and a rich table."""
+"""Write and print eval results: results.json, results.csv, success_by_task.png and a rich table."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.table import Table
 
 from vla.atomic import write_json_atomic
 
+from vla.eval.charts import success_chart
 from vla.eval.metrics import SuccessRate
 
 CSV_COLUMNS = ["scope", "task_id", "name", "successes", "episodes", "success_rate", "ci95_low", "ci95_high",
@@ -35,6 +36,17 @@ def write_results(out_dir: str | os.PathLike, results: dict[str, Any]) -> None:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(results["tasks"] + [results["suite"]])
+
+
+def write_success_chart(out_dir: str | os.PathLike, results: dict[str, Any]) -> Path:
+    """``success_by_task.png`` next to results.json: every task's rate and 95% interval, the suite total last."""
+    suite = results["suite"]
+    bars = {f"{task['task_id']}: {task['name']}": task for task in results["tasks"]}
+    total = f"all tasks ({suite['name']})"
+    bars[total] = suite
+    trials = results["settings"].get("num_trials_per_task")
+    title = f"{suite['name']}: success per task ({trials} trials each)" if trials else f"{suite['name']}: success per task"
+    return success_chart(bars, Path(out_dir) / "success_by_task.png", title, highlight=total)
 
 
 def print_table(tasks: list[SuccessRate], suite: SuccessRate, console: Console | None = None) -> None:

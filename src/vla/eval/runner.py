@@ -15,7 +15,7 @@ from tqdm import tqdm
 from vla.eval.envs.base import ActFn, Env, TaskSuite
 from vla.eval.metrics import summarize
 from vla.eval.records import EpisodeLog, EpisodeRecord
-from vla.eval.report import print_table, results_dict, write_results
+from vla.eval.report import print_table, results_dict, write_results, write_success_chart
 from vla.eval.rollout import run_episode
 from vla.eval.video import video_name, write_mp4
 
@@ -71,8 +71,10 @@ def evaluate(
     tasks, overall = summarize(suite.name, [r for r in log.records if r.task_id in task_ids])
     results = results_dict(tasks, overall, settings)
     write_results(out_dir, results)
+    chart = write_success_chart(out_dir, results)
     if progress:
         print_table(tasks, overall)
+        print(f"chart: {chart}")
     return results
 
 

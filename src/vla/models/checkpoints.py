@@ -22,7 +22,7 @@ from vla.models.vla import VLA
 TRAINING_CHECKPOINT_KEY = "vla"
 MODULE_PREFIX = "vla."
 ACCEPTED_CHECKPOINTS = (
-    "an exported VLA directory (vla_config.json + model.safetensors, from train.py or python -m vla.training.export)",
+    "an exported VLA directory (vla_config.json + model.safetensors, from train.py or vla-export)",
     "a training checkpoint file *.ckpt written by train.py",
     "an OpenVLA HF directory (config.json + model*.safetensors)",
     "a Prismatic run directory (config.json + checkpoints/*.pt) or one of its .pt checkpoints",

@@ -1,6 +1,6 @@
 """Save and load a VLA as a self-contained directory (no training code, no pickle).
 
-The saved layout (what ``python -m vla.training.export`` writes and eval/serve load):
+The saved layout (what train.py and ``vla-export`` write and eval/serve load):
 ``model.safetensors`` (weights), ``vla_config.json`` (:meth:`VLAConfig.to_dict`),
 ``dataset_statistics.json`` (OpenVLA layout) and the tokenizer files under ``tokenizer/``.
 """

@@ -3,17 +3,21 @@
 One worker task takes the first waiting request, then gathers more until ``max_batch_size`` or
 ``max_wait_ms`` is reached, groups them by ``unnorm_key`` and runs the model on a single background
 thread (so the event loop keeps accepting requests and the model is never entered twice at once).
-``max_batch_size=1`` turns batching off: every request runs alone, without waiting.
+``max_batch_size=1`` turns batching off: every request runs alone, without waiting. When a batched
+call raises, its requests are rerun one at a time, so one bad request fails only itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 PredictBatch = Callable[[Sequence[np.ndarray], Sequence[str], str | None], np.ndarray]
 
@@ -104,10 +108,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         try:
             actions = await loop.run_in_executor(self._executor, self.predict_batch, images, instructions, unnorm_key)
-        except Exception as err:  # handed to each waiting request; the worker keeps serving
-            for item in live:
-                if not item.result.done():
-                    item.result.set_exception(err)
+        except Exception as err:  # the worker keeps serving whatever the model raises
+            await self._fail(unnorm_key, live, err)
             return
         self.batches_run += 1
         self.requests_served += len(live)
@@ -115,3 +117,13 @@ class MicroBatcher:
         for item, action in zip(live, actions):
             if not item.result.done():
                 item.result.set_result(action)
+
+    async def _fail(self, unnorm_key: str | None, items: list[_Pending], err: Exception) -> None:
+        """A lone request gets the error; a failed batch is rerun one request at a time to find the culprit."""
+        if len(items) == 1:
+            if not items[0].result.done():
+                items[0].result.set_exception(err)
+            return
+        log.warning("Batch of %d failed (%r); rerunning its requests one at a time", len(items), err)
+        for item in items:
+            await self._predict(unnorm_key, [item])

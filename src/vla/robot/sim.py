@@ -1,0 +1,45 @@
+"""The built-in sim as a :class:`vla.robot.base.Robot`: the deployment loop end to end without hardware."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vla.robot.base import Observation
+from vla.sim import EVAL_SEED_BASE, SimTaskSuite
+
+
+class SimRobot:
+    """One task of a sim suite; episode ``k`` lays out scene ``seed + k`` (held-out eval scenes by default).
+
+    ``instruction`` is the task's language, the loop's default. ``success`` says whether the task
+    was achieved at any step of the current episode (a real robot cannot tell; the sim can).
+    """
+
+    def __init__(self, suite: str = "sim_reach", task_id: int = 0, n_objects: int = 3, image_size: int = 224,
+                 seed: int = EVAL_SEED_BASE):
+        self.env = SimTaskSuite(suite, n_objects=n_objects).make_env(task_id, image_size=image_size, wrist_image=False)
+        self.instruction = self.env.language
+        self.success = False
+        self._next_seed = seed
+        self._observation: Observation | None = None
+
+    def reset(self) -> Observation:
+        self._observation, _ = self.env.reset(seed=self._next_seed)
+        self._next_seed += 1
+        self.success = False
+        return self._observation
+
+    def get_observation(self) -> Observation:
+        if self._observation is None:
+            raise RuntimeError("call reset() before get_observation()")
+        return self._observation
+
+    def apply_action(self, action: np.ndarray) -> None:
+        self._observation, _, _, _, info = self.env.step(action)
+        self.success = self.success or bool(info["success"])
+
+    def stop(self) -> None:
+        """The sim only moves inside ``apply_action``, so there is no motion to halt."""
+
+    def close(self) -> None:
+        self.env.close()
