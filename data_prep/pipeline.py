@@ -1,4 +1,9 @@
-"""The one-time conversion: RLDS -> statistics -> normalized WebDataset shards (docs/contracts.md).
+"""The one-time conversion: RLDS or LeRobot -> statistics -> normalized WebDataset shards (docs/contracts.md).
+
+The episode source is pluggable: :class:`data_prep.rlds_reader.RLDSSource` (tfds builder
+directories, TensorFlow) or :class:`data_prep.lerobot_reader.LeRobotSource` (LeRobotDataset
+directories, no TensorFlow); both yield the step-batched episodes that the registry's
+``standardize`` consumes, and each is imported only when used.
 
 Two passes over the source. The scan pass standardizes every episode of every split, computes
 the statistics (written first) and plans which consecutive episodes go to which shard (by
@@ -16,7 +21,7 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -55,42 +60,90 @@ def plan_splits(sizes: dict[str, int]) -> list[SplitSource]:
     return [SplitSource("train", "train", 0, cut), SplitSource("val", "train", cut, n), *rest]
 
 
+# === Episode sources ===
+
+SOURCE_FORMATS = ("rlds", "lerobot")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What a worker needs to open the source: its format, resolved path and registry dataset name."""
+
+    format: str
+    path: str
+    dataset: str
+
+
+class EpisodeSource(Protocol):
+    """One opened source; see :class:`data_prep.rlds_reader.RLDSSource`."""
+
+    def split_sizes(self) -> dict[str, int]: ...
+
+    def image_shapes(self) -> dict[str, tuple]: ...
+
+    def read_episodes(
+        self, split: str, start: int, stop: int, decode_images: bool = True
+    ) -> Iterator[tuple[dict, dict | EpisodeError]]: ...
+
+
+def detect_format(source: str | Path) -> str:
+    """``lerobot`` for a LeRobotDataset directory (``meta/info.json``), else ``rlds``."""
+    return "lerobot" if (Path(source) / "meta" / "info.json").is_file() else "rlds"
+
+
 # === Worker side (runs in pool processes; opens the source once per process) ===
 
-_BUILDERS: dict[tuple[str, str], Any] = {}
+_SOURCES: dict[SourceSpec, Any] = {}
 
 
-def _builder(source: str, dataset: str) -> Any:
-    from data_prep import rlds_reader
+def _source(spec: SourceSpec) -> EpisodeSource:
+    if spec not in _SOURCES:
+        if spec.format == "lerobot":
+            from data_prep.lerobot_reader import LeRobotSource
 
-    if (source, dataset) not in _BUILDERS:
-        _BUILDERS[(source, dataset)] = rlds_reader.open_builder(source, dataset)
-    return _BUILDERS[(source, dataset)]
+            _SOURCES[spec] = LeRobotSource(spec.path, spec.dataset, get_dataset_config(spec.dataset))
+        else:
+            from data_prep.rlds_reader import RLDSSource
+
+            _SOURCES[spec] = RLDSSource(spec.path, spec.dataset)
+    return _SOURCES[spec]
+
+
+def _dataset_config(spec: SourceSpec) -> DatasetConfig:
+    """The registry entry, with its camera views resolved for a LeRobot source (RLDS: not opened)."""
+    if spec.format == "lerobot":
+        return _source(spec).config  # type: ignore[attr-defined]
+    return get_dataset_config(spec.dataset)
 
 
 def _standard_episodes(
-    source: str, dataset: str, split: SplitSource, first: int, stop: int
+    spec: SourceSpec, split: SplitSource, first: int, stop: int, decode_images: bool = True
 ) -> Iterator[tuple[int, dict, StandardEpisode | EpisodeError]]:
-    """``(episode_index, metadata, episode or its error)`` for output-split indices ``first..stop-1``."""
-    from data_prep import rlds_reader
+    """``(episode_index, metadata, episode or its error)`` for output-split indices ``first..stop-1``.
 
-    builder, config = _builder(source, dataset), get_dataset_config(dataset)
-    shapes = rlds_reader.image_shapes(builder)
-    records = rlds_reader.read_episodes(builder, split.source_split, split.start + first, split.start + stop)
+    ``decode_images=False`` (scan pass) lets a source skip pixel decoding that the checks and the
+    size estimate do not need (LeRobot video frames: timestamps and sizes come from the packets).
+    """
+    source, config, dataset = _source(spec), _dataset_config(spec), spec.dataset
+    shapes = source.image_shapes()
+    records = source.read_episodes(split.source_split, split.start + first, split.start + stop, decode_images)
     for index, (metadata, raw) in zip(range(first, stop), records, strict=True):
         source_ids = f"file_path={metadata.get('file_path')!r}, episode_id={metadata.get('episode_id')!r}"
         where = f"{dataset} {split.name} episode {index} ({source_ids})"
+        if isinstance(raw, EpisodeError):
+            yield index, metadata, EpisodeError(f"{where}: {raw}")
+            continue
         try:
             yield index, metadata, config.standardize(raw, where, shapes)
         except EpisodeError as error:
             yield index, metadata, error
 
 
-def _scan_task(task: tuple[str, str, SplitSource, int, int, int]) -> list[dict[str, Any]]:
+def _scan_task(task: tuple[SourceSpec, SplitSource, int, int, int]) -> list[dict[str, Any]]:
     """Standardize a chunk of episodes; keep what statistics and shard planning need."""
-    source, dataset, split, first, stop, num_views = task
+    spec, split, first, stop, num_views = task
     summaries = []
-    for index, _, episode in _standard_episodes(source, dataset, split, first, stop):
+    for index, _, episode in _standard_episodes(spec, split, first, stop, decode_images=False):
         if isinstance(episode, EpisodeError):
             summaries.append({"split": split.name, "episode_index": index, "error": str(episode)})
             continue
@@ -111,14 +164,15 @@ def _scan_task(task: tuple[str, str, SplitSource, int, int, int]) -> list[dict[s
     return summaries
 
 
-def _write_task(task: tuple[str, str, SplitSource, dict, dict, str, str]) -> dict[str, Any]:
+def _write_task(task: tuple[SourceSpec, SplitSource, dict, dict, str, str]) -> dict[str, Any]:
     """Write one planned shard (normalized actions/proprio, images, instruction, meta)."""
-    source, dataset, split, shard, statistics, normalization, out = task
+    spec, split, shard, statistics, normalization, out = task
+    dataset = spec.dataset
     first, stop = shard["episodes"]
     skip = set(shard["skipped"])
 
     def samples() -> Iterator[dict[str, bytes]]:
-        for index, metadata, episode in _standard_episodes(source, dataset, split, first, stop):
+        for index, metadata, episode in _standard_episodes(spec, split, first, stop):
             if index in skip:
                 continue
             if isinstance(episode, EpisodeError):
@@ -146,7 +200,7 @@ def _write_task(task: tuple[str, str, SplitSource, dict, dict, str, str]) -> dic
 def _run(
     fn: Callable[[Any], Any], tasks: list[Any], num_workers: int, desc: str, unit_sizes: list[int]
 ) -> Iterator[Any]:
-    """Map in order, in-process (``num_workers == 0``) or over a spawn pool (TensorFlow dislikes fork)."""
+    """Map in order, in-process (``num_workers == 0``) or over a spawn pool (TensorFlow and FFmpeg dislike fork)."""
     bar = tqdm(total=sum(unit_sizes), desc=desc, unit="ep")
     if num_workers == 0 or not tasks:
         results: Iterable[Any] = map(fn, tasks)
@@ -168,8 +222,7 @@ def _run(
 
 
 def _scan(
-    source: str,
-    dataset: str,
+    spec: SourceSpec,
     config: DatasetConfig,
     splits: list[SplitSource],
     options: dict[str, Any],
@@ -177,10 +230,10 @@ def _scan(
     out: Path,
 ) -> dict[str, Any]:
     """Scan pass: statistics file + shard plan."""
+    dataset = spec.dataset
     tasks = [
         (
-            source,
-            dataset,
+            spec,
             split,
             first,
             min(first + SCAN_CHUNK_EPISODES, split.stop - split.start),
@@ -191,7 +244,7 @@ def _scan(
     ]
     summaries = [
         s
-        for chunk in _run(_scan_task, tasks, num_workers, f"scan {dataset}", [t[4] - t[3] for t in tasks])
+        for chunk in _run(_scan_task, tasks, num_workers, f"scan {dataset}", [t[3] - t[2] for t in tasks])
         for s in chunk
     ]
     bad = [s for s in summaries if "error" in s]
@@ -251,10 +304,8 @@ def _plan_shards(split: str, summaries: list[dict[str, Any]], target_bytes: floa
 
 
 def _load_or_make_plan(
-    source: str, dataset: str, config: DatasetConfig, options: dict[str, Any], num_workers: int, out: Path
+    spec: SourceSpec, config: DatasetConfig, options: dict[str, Any], num_workers: int, out: Path
 ) -> dict[str, Any]:
-    from data_prep import rlds_reader
-
     plan_path = out / PROGRESS_DIR / PLAN_FILE
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
@@ -264,8 +315,8 @@ def _load_or_make_plan(
             )
         load_statistics(out, plan["statistics_sha256"])  # missing or changed statistics -> clear error
         return plan
-    splits = plan_splits(rlds_reader.split_sizes(_builder(source, dataset)))
-    plan = _scan(source, dataset, config, splits, options, num_workers, out)
+    splits = plan_splits(_source(spec).split_sizes())
+    plan = _scan(spec, config, splits, options, num_workers, out)
     write_json_atomic(plan_path, plan, sort_keys=True)
     return plan
 
@@ -288,26 +339,40 @@ def prepare(
     skip_bad_episodes: bool = False,
     shard_index: int = 0,
     num_shards: int = 1,
+    format: str = "auto",
 ) -> Path:
-    """Convert ``<source>/<dataset>/<version>`` (RLDS) into a prepared directory at ``out``; return it.
+    """Convert a source into a prepared directory at ``out``; return it.
 
-    Re-running resumes (finished shards are kept); with ``num_shards > 1`` this call writes only the
-    shards ``k`` with ``k % num_shards == shard_index`` and the manifest appears once all parts are done.
+    ``format``: ``rlds`` (``source`` holds ``<dataset>/<version>``, a tfds builder directory),
+    ``lerobot`` (``source`` is a LeRobotDataset directory with ``meta/info.json``) or ``auto`` (LeRobot
+    when ``<source>/meta/info.json`` exists). Re-running resumes (finished shards are kept); with
+    ``num_shards > 1`` this call writes only the shards ``k`` with ``k % num_shards == shard_index``
+    and the manifest appears once all parts are done.
     """
     config = get_dataset_config(dataset)
+    fmt = detect_format(source) if format == "auto" else format
+    if fmt not in SOURCE_FORMATS:
+        raise ValueError(f"unknown source format {format!r}; choose auto or one of {SOURCE_FORMATS}")
+    if fmt != config.source_format:
+        raise ValueError(
+            f"dataset {dataset!r} is a registry entry for {config.source_format} sources, but {source} is read as "
+            f"{fmt} (format={format}); for a LeRobot dataset use dataset=lerobot or another LeRobot entry"
+        )
     if normalization.lower() not in NORMALIZATION_KINDS:
         raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATION_KINDS}")
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index must be in [0, num_shards={num_shards}), got {shard_index}")
     if shard_size_mb <= 0 or num_workers < 0:
         raise ValueError(f"shard_size_mb must be > 0 and num_workers >= 0 (got {shard_size_mb}, {num_workers})")
-    source, out = str(Path(source).resolve()), Path(out)
+    spec, out = SourceSpec(fmt, str(Path(source).resolve()), dataset), Path(out)
     options = {
         "dataset": dataset,
         "normalization": normalization.lower(),
         "shard_size_mb": shard_size_mb,
         "skip_bad_episodes": skip_bad_episodes,
     }
+    if fmt != "rlds":  # RLDS plans keep their original options, so their resume check is unchanged
+        options["format"] = fmt
     if (out / MANIFEST_FILE).is_file():
         finished = json.loads((out / MANIFEST_FILE).read_text())
         if (finished["dataset"], finished["normalization"]) != (dataset, options["normalization"]):
@@ -317,7 +382,8 @@ def prepare(
         return out
     progress = out / PROGRESS_DIR
     progress.mkdir(parents=True, exist_ok=True)
-    plan = _load_or_make_plan(source, dataset, config, options, num_workers, out)
+    config = _dataset_config(spec)
+    plan = _load_or_make_plan(spec, config, options, num_workers, out)
     statistics = load_statistics(out, plan["statistics_sha256"])[dataset]
 
     part_path = progress / f"part-{shard_index}-of-{num_shards}.json"
@@ -333,8 +399,7 @@ def prepare(
         source_split, start, stop = plan["splits"][name]["source"]
         todo.append(
             (
-                source,
-                dataset,
+                spec,
                 SplitSource(name, source_split, start, stop),
                 shard,
                 statistics,
@@ -343,11 +408,13 @@ def prepare(
             )
         )
     for entry in _run(
-        _write_task, todo, num_workers, f"write {dataset}", [t[3]["episodes"][1] - t[3]["episodes"][0] for t in todo]
+        _write_task, todo, num_workers, f"write {dataset}", [t[2]["episodes"][1] - t[2]["episodes"][0] for t in todo]
     ):
         done[entry["file"]] = entry
         write_json_atomic(part_path, done, sort_keys=True)
 
+    if spec.format == "lerobot" and spec in _SOURCES:  # cheap to reopen: close its files now
+        _SOURCES.pop(spec).close()
     recorded = _recorded_shards(progress)
     if all(shard["file"] in recorded for _, shard in all_shards):
         _write_manifest(out, dataset, config, plan, recorded)

@@ -104,3 +104,26 @@ def read_episodes(builder: tfds.core.DatasetBuilder, split: str, start: int, sto
     for record in tfds.as_numpy(dataset.map(_batch_steps)):
         metadata = {k: _plain(v) for k, v in record.get("episode_metadata", {}).items()}
         yield metadata, record["steps"]
+
+
+class RLDSSource:
+    """The RLDS episode source of the pipeline: ``<source>/<dataset>/<version>`` opened once per process.
+
+    Same interface as :class:`data_prep.lerobot_reader.LeRobotSource`: ``split_sizes()``,
+    ``image_shapes()`` and ``read_episodes(split, start, stop, decode_images)`` yielding
+    ``(metadata, step-batched episode)``; encoded images are cheap, so ``decode_images`` is ignored.
+    """
+
+    def __init__(self, source: str | Path, dataset: str):
+        self.builder = open_builder(source, dataset)
+
+    def split_sizes(self) -> dict[str, int]:
+        return split_sizes(self.builder)
+
+    def image_shapes(self) -> dict[str, tuple]:
+        return image_shapes(self.builder)
+
+    def read_episodes(
+        self, split: str, start: int, stop: int, decode_images: bool = True
+    ) -> Iterator[tuple[dict, dict]]:
+        return read_episodes(self.builder, split, start, stop)

@@ -94,3 +94,19 @@ def test_study_needs_exactly_one_of_server_and_checkpoint(tmp_path):
     assert result.returncode != 0
     assert "exactly one of server=<url> or checkpoint=<exported dir>" in result.stderr
     assert list(tmp_path.iterdir()) == [suite]
+
+
+def test_missing_sweep_plugin_stops_before_any_work_naming_the_extra(monkeypatch):
+    """Hydra alone would only say it cannot find 'hydra/sweeper/optuna'."""
+    import importlib.util
+
+    from vla import cli
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name.startswith("hydra_plugins.") else real_find_spec(name, *args))
+    cli.require_plugins(["seed=1", "model=tiny"])  # nothing chosen that needs a plugin
+    with pytest.raises(SystemExit, match=r"hparams_search=optuna needs the Hydra plugin .*pip install -e '\.\[sweep\]'"):
+        cli.require_plugins(["hparams_search=optuna"])
+    with pytest.raises(SystemExit, match=r"launcher=submitit_slurm needs .*\[sweep\]"):
+        cli.require_plugins(["launcher=submitit_slurm"])

@@ -101,6 +101,33 @@ def test_openvla_style_client_works_unchanged(server, policy):
     assert len(answer["plain"]) == 7
 
 
+def test_first_request_with_a_plain_list_image_just_works(server, policy):
+    """What a first-time user sends with plain requests (img.tolist()) is answered like json_numpy."""
+    image = random_images(1, seed=3)[0]
+    answer = requests.post(server.url + "/act", json={"image": image.tolist(), "instruction": "pick up the screw"},
+                           timeout=60)
+    assert answer.status_code == 200, answer.text
+    action = answer.json()  # a plain list back: nothing to decode on a client without json_numpy
+    assert isinstance(action, list) and len(action) == 7
+    np.testing.assert_array_equal(action, policy.act(image, "pick up the screw"))
+
+
+@pytest.mark.parametrize("image,reason", [
+    ([[[0.5, 0.5, 0.5]]], "integers 0-255"),
+    ([[[0, 0, 300]]], "0..255"),
+    ([[[0, 0, 0]], [[0, 0]]], "rectangular"),
+    ([[[True, False, True]]], "integers 0-255"),
+    ("a picture", "nested list"),
+])
+def test_bad_plain_images_get_422_with_a_working_example(server, image, reason):
+    answer = requests.post(server.url + "/act", json={"image": image, "instruction": "go"}, timeout=60)
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert reason in detail
+    if reason != "0..255":
+        assert "img.tolist()" in detail and "json_numpy.patch()" in detail
+
+
 def _array(shape, dtype="|u1", data: bytes | None = None) -> dict:
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     return {"__numpy__": base64.b64encode(data if data is not None else bytes(nbytes)).decode(),
@@ -117,7 +144,7 @@ BAD_REQUESTS = {
     "not an object": ("[1, 2, 3]", 422),
     "missing image": (json.dumps({"instruction": "go"}), 422),
     "missing instruction": (json.dumps({"image": _array((32, 32, 3))}), 422),
-    "image not an array": (_body(image=[[1, 2, 3]]), 422),
+    "2-D list image": (_body(image=[[1, 2, 3]]), 422),
     "float image": (_body(image=_array((32, 32, 3), "<f4")), 422),
     "object dtype (pickle)": (_body(image=_array((1,), "|O", b"\x80\x04N.\x00\x00\x00\x00")), 422),
     "unknown dtype": (_body(image=_array((32, 32, 3)) | {"dtype": "not-a-dtype"}), 422),

@@ -1,7 +1,7 @@
 """Console commands: every entry point is a Hydra app over the repository's ``conf/`` tree.
 
-``vla-train`` / ``vla-eval`` / ``vla-serve`` / ``vla-export`` / ``vla-study`` (``python train.py``,
-``eval.py`` and ``serve.py`` call the first three); data preparation and sim demos live with the
+``vla-train`` / ``vla-eval`` / ``vla-serve`` / ``vla-export`` / ``vla-study`` / ``vla-robot``
+(``python train.py``, ``eval.py`` and ``serve.py`` call the first three); data preparation and sim demos live with the
 other RLDS code: ``vla-prep`` / ``vla-sim`` (:mod:`data_prep.cli`). Each function only composes the
 config and hands it to the package that does the work, importing that package late so ``--help``
 and config errors come back fast.
@@ -9,6 +9,9 @@ and config errors come back fast.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -16,6 +19,29 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vla import CONFIG_DIR
+
+
+# Config choices that need a Hydra plugin from an extra: (override prefix, plugin module, extra).
+SWEEP_PLUGINS = (
+    ("hparams_search=optuna", "hydra_plugins.hydra_optuna_sweeper", "sweep"),
+    ("launcher=submitit", "hydra_plugins.hydra_submitit_launcher", "sweep"),
+)
+
+
+def require_plugins(overrides: Sequence[str]) -> None:
+    """Stop before any work when a chosen sweeper/launcher's plugin is missing, naming the extra to install
+    (Hydra itself only says that ``hydra/sweeper/optuna`` cannot be found)."""
+    for override in overrides:
+        for prefix, module, extra in SWEEP_PLUGINS:
+            if override.startswith(prefix) and importlib.util.find_spec(module) is None:
+                raise SystemExit(f"{override} needs the Hydra plugin {module.split('.')[-1]}, which is not installed: "
+                                 f"pip install -e '.[{extra}]'")
+
+
+def train_command() -> None:
+    """``vla-train`` / ``python train.py``: :func:`train` after checking the chosen plugins are installed."""
+    require_plugins(sys.argv[1:])
+    train()
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

@@ -40,6 +40,13 @@ class ActRequest:
     image: np.ndarray  # uint8 [H, W, 3]
     instruction: str
     unnorm_key: str | None
+    plain_lists: bool = False  # the image came as nested lists: answer with a plain list too
+
+
+def encode_action(action: np.ndarray, plain_lists: bool = False) -> str:
+    """The ``/act`` answer: json_numpy (what OpenVLA's clients decode), or a plain list of floats for a
+    client that sent its image as plain lists (no json_numpy on its side)."""
+    return json.dumps(np.asarray(action).tolist()) if plain_lists else dumps(action)
 
 
 def _decode_array(tagged: dict[str, Any], max_bytes: int) -> np.ndarray:
@@ -112,22 +119,48 @@ def parse_act_payload(body: bytes, max_image_side: int) -> ActRequest:
         image=_check_image(payload["image"], max_image_side),
         instruction=_check_instruction(payload["instruction"]),
         unnorm_key=_check_unnorm_key(payload.get("unnorm_key")),
+        plain_lists=isinstance(payload["image"], list),
     )
 
 
+IMAGE_EXAMPLES = (
+    "Working requests (img: uint8 numpy array [H, W, 3]):\n"
+    '  json_numpy.patch(); requests.post(url + "/act", json={"image": img, "instruction": "pick up the cup"})\n'
+    '  requests.post(url + "/act", json={"image": img.tolist(), "instruction": "pick up the cup"})'
+)
+
+
 def _check_image(image: Any, max_image_side: int) -> np.ndarray:
+    """A json_numpy uint8 array, or a plain nested list of 0-255 integers (what ``img.tolist()`` sends)."""
+    if isinstance(image, list):
+        image = _image_from_lists(image)
     if not isinstance(image, np.ndarray):
-        raise PayloadError("'image' must be a json_numpy-encoded uint8 array of shape [H, W, 3]")
+        raise PayloadError(f"'image' must be a json_numpy uint8 array or a nested list [H][W][3] of 0-255 integers, "
+                           f"got {type(image).__name__}.\n{IMAGE_EXAMPLES}")
     if image.dtype != np.uint8:
-        raise PayloadError(f"'image' must have dtype uint8, got {image.dtype}")
+        raise PayloadError(f"'image' must have dtype uint8, got {image.dtype}.\n{IMAGE_EXAMPLES}")
     if image.ndim != 3 or image.shape[2] != 3:
-        raise PayloadError(f"'image' must have shape [H, W, 3] (RGB), got {list(image.shape)}")
+        raise PayloadError(f"'image' must have shape [H, W, 3] (RGB), got {list(image.shape)}.\n{IMAGE_EXAMPLES}")
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         raise PayloadError(f"'image' is empty: shape {list(image.shape)}")
     if max(height, width) > max_image_side:
         raise PayloadError(f"'image' is {height}x{width}; the largest side allowed is {max_image_side}", 413)
     return image
+
+
+def _image_from_lists(rows: list) -> np.ndarray:
+    """A nested list of JSON integers 0..255 as a uint8 array; anything else (floats, bools, ragged rows) is refused."""
+    try:
+        array = np.array(rows)
+    except ValueError as err:  # ragged nesting
+        raise PayloadError(f"'image' as a nested list must be rectangular [H][W][3] ({err}).\n{IMAGE_EXAMPLES}") from err
+    if array.dtype.kind not in "iu":
+        raise PayloadError(f"'image' as a nested list must hold integers 0-255, got {array.dtype.name} values.\n"
+                           f"{IMAGE_EXAMPLES}")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise PayloadError(f"'image' values must be in 0..255, got {array.min()}..{array.max()}")
+    return array.astype(np.uint8)
 
 
 def _check_text(name: str, text: str) -> str:

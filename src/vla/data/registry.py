@@ -1,15 +1,17 @@
 """Dataset registry: OpenVLA's per-dataset config (``oxe/configs.py``) plus its transform.
 
-Adding a dataset = one :data:`DATASET_CONFIGS` entry + one function in :mod:`vla.data.transforms`.
-:meth:`DatasetConfig.standardize` turns one raw RLDS episode into a :class:`StandardEpisode`
-(actions, proprio, images per view, instructions) and rejects bad episodes with an
-:class:`EpisodeError` that names the episode.
+Adding a dataset = one :data:`DATASET_CONFIGS` entry + one function in :mod:`vla.data.transforms`
+(a LeRobot dataset: one :func:`lerobot_config` entry, see the end of this module).
+:meth:`DatasetConfig.standardize` turns one raw episode (RLDS, or LeRobot read into the same
+step-batched form) into a :class:`StandardEpisode` (actions, proprio, images per view,
+instructions) and rejects bad episodes with an :class:`EpisodeError` that names the episode.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
@@ -63,15 +65,27 @@ class DatasetConfig:
     action_encoding: ActionEncoding
     transform: T.Transform
     language_key: str = "language_instruction"
+    source_format: str = "rlds"  # "rlds" (tfds builder dirs) or "lerobot" (LeRobotDataset dirs)
+    # Picks image_obs_keys from the source's camera names (LeRobot entries without a fixed mapping)
+    camera_views: Callable[[Sequence[str]], dict[str, str | None]] | None = None
+    action_mask: tuple[bool, ...] | None = None  # overrides the encoding's mask (LeRobot entries)
 
     @property
     def image_views(self) -> tuple[str, ...]:
         """Views this dataset provides, in the fixed order primary, secondary, wrist."""
         return tuple(v for v in IMAGE_VIEWS if self.image_obs_keys.get(v) is not None)
 
+    def for_cameras(self, cameras: Sequence[str]) -> DatasetConfig:
+        """This entry with its views resolved for a source with these cameras (unchanged if fixed)."""
+        if self.camera_views is None:
+            return self
+        return replace(self, image_obs_keys=dict(self.camera_views(list(cameras))))
+
     @property
     def action_normalization_mask(self) -> list[bool]:
         """OpenVLA normalizes every action dimension except the absolute gripper."""
+        if self.action_mask is not None:
+            return [bool(m) for m in self.action_mask]
         if self.action_encoding is ActionEncoding.EEF_POS:
             return [True] * 6 + [False]
         if self.action_encoding is ActionEncoding.EEF_R6:
@@ -225,6 +239,74 @@ DATASET_CONFIGS: dict[str, DatasetConfig] = {
     ),
     "vla_sim": _config("image", _EEF_PAD_GRIPPER, _SE.POS_EULER, T.vla_sim_transform, wrist="wrist_image"),
 }
+
+
+# === LeRobot datasets (LeRobotDataset v3.0 / v2.x directories, read by data_prep/lerobot_reader.py) ===
+#
+# The reader hands ``standardize`` the same step-batched episode as RLDS: every feature whose name starts
+# with ``observation.`` under ``episode["observation"]`` by its full LeRobot name (cameras as encoded image
+# bytes per frame: video frames decoded and JPEG-encoded, image features as stored), the other features
+# (``action``, ...) at the top level, and the per-frame task strings as ``episode["task"]``.
+
+
+def lerobot_default_views(cameras: Sequence[str]) -> dict[str, str | None]:
+    """The common single-arm layout (``observation.images.<cam>``), cameras in ``meta/info.json`` order.
+
+    ``wrist`` = the first camera whose last name part contains ``wrist`` or ``hand``; ``primary`` and
+    ``secondary`` = the first two other cameras (further cameras are not used). A dataset whose only
+    camera is a wrist camera uses it as ``primary``.
+    """
+    wrist = next((c for c in cameras if any(w in c.rsplit(".", 1)[-1].lower() for w in ("wrist", "hand"))), None)
+    others = [c for c in cameras if c != wrist]
+    if not others:
+        return {"primary": wrist, "secondary": None, "wrist": None}
+    return {"primary": others[0], "secondary": others[1] if len(others) > 1 else None, "wrist": wrist}
+
+
+def _lerobot_action(action_keys: tuple[str, ...]) -> T.Transform:
+    """Actions = the named features concatenated (float32), unchanged otherwise."""
+
+    def transform(episode: T.Episode) -> T.Episode:
+        length = len(episode[action_keys[0]])
+        episode["action"] = np.concatenate(
+            [np.asarray(episode[key], dtype=np.float32).reshape(length, -1) for key in action_keys], axis=1
+        )
+        return episode
+
+    transform.action_keys = action_keys  # type: ignore[attr-defined]  # the reader checks their size
+    return transform
+
+
+def lerobot_config(
+    views: dict[str, str] | None = None,
+    state_keys: tuple[str, ...] = ("observation.state",),
+    action_keys: tuple[str, ...] = ("action",),
+    action_mask: Sequence[bool] | None = None,
+) -> DatasetConfig:
+    """A LeRobot entry: ``views`` maps ``primary`` / ``secondary`` / ``wrist`` to camera features (None:
+    :func:`lerobot_default_views`); proprio = ``state_keys`` concatenated (none: zeros like the actions);
+    actions = ``action_keys`` concatenated, unchanged. ``action_mask`` defaults to EEF_POS (7-D, absolute
+    gripper last: ``[True] * 6 + [False]``); give one for any other action layout.
+    """
+    return DatasetConfig(
+        image_obs_keys={view: (views or {}).get(view) for view in IMAGE_VIEWS},
+        state_obs_keys=tuple(state_keys),
+        state_encoding=StateEncoding.NONE if not state_keys else StateEncoding.JOINT,
+        action_encoding=ActionEncoding.EEF_POS,
+        transform=_lerobot_action(tuple(action_keys)),
+        language_key="task",
+        source_format="lerobot",
+        camera_views=lerobot_default_views if views is None else None,
+        action_mask=None if action_mask is None else tuple(bool(m) for m in action_mask),
+    )
+
+
+DATASET_CONFIGS.update(
+    {
+        # Any single-arm LeRobot dataset: cameras detected, `action` (7-D EEF_POS-like) and `observation.state`.
+        "lerobot": lerobot_config(),
+    }
+)
 
 
 def get_dataset_config(name: str) -> DatasetConfig:

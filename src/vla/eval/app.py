@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from vla.eval.offline import evaluate_offline, print_offline_table, write_offline_results
 from vla.eval.records import EpisodeRecord
+from vla.eval.report import CHART_FILE
 from vla.eval.runner import evaluate
 from vla.models import load_checkpoint
 from vla.policy import Policy, resolve_suite_unnorm_key
@@ -52,7 +53,8 @@ def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
         suite, policy, cfg.out_dir, num_trials_per_task=cfg.num_trials_per_task, num_steps_wait=num_steps_wait,
         seed=cfg.seed, task_ids=cfg.task_ids, videos_per_task=cfg.videos_per_task, max_steps=cfg.max_steps,
         settings=settings,
-        on_episode=(lambda record: _log_episode(wandb_run, record)) if wandb_run else None, progress=cfg.progress,
+        on_episode=(lambda record: _log_episode(wandb_run, record, cfg.out_dir)) if wandb_run else None,
+        progress=cfg.progress,
     )
     if wandb_run is not None:
         suite_row = results["suite"]
@@ -60,6 +62,9 @@ def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
                                   "ci95_low": suite_row["ci95_low"], "ci95_high": suite_row["ci95_high"]})
         for task in results["tasks"]:
             wandb_run.summary[f"task_{task['task_id']:02d}/success_rate"] = task["success_rate"]
+        import wandb
+
+        wandb_run.log({"success_by_task": wandb.Image(str(Path(cfg.out_dir) / CHART_FILE))})
         wandb_run.finish()
     return results
 
@@ -73,6 +78,12 @@ def _start_wandb(cfg: DictConfig, settings: dict[str, Any]):
                       config={**settings, "suite": cfg.task_suite or cfg.env.default_suite})
 
 
-def _log_episode(run, record: EpisodeRecord) -> None:
-    run.log({"episode/task_id": record.task_id, "episode/trial": record.trial, "episode/success": float(record.success),
-             "episode/steps": record.steps, "episode/error": float(record.error is not None)})
+def _log_episode(run, record: EpisodeRecord, out_dir: str) -> None:
+    """One row per episode; its rollout video too when one was recorded."""
+    row = {"episode/task_id": record.task_id, "episode/trial": record.trial, "episode/success": float(record.success),
+           "episode/steps": record.steps, "episode/error": float(record.error is not None)}
+    if record.video is not None:
+        import wandb
+
+        row["episode/video"] = wandb.Video(str(Path(out_dir) / record.video), format="mp4")
+    run.log(row)

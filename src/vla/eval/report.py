@@ -38,6 +38,9 @@ def write_results(out_dir: str | os.PathLike, results: dict[str, Any]) -> None:
         writer.writerows(results["tasks"] + [results["suite"]])
 
 
+CHART_FILE = "success_by_task.png"
+
+
 def write_success_chart(out_dir: str | os.PathLike, results: dict[str, Any]) -> Path:
     """``success_by_task.png`` next to results.json: every task's rate and 95% interval, the suite total last."""
     suite = results["suite"]
@@ -46,7 +49,7 @@ def write_success_chart(out_dir: str | os.PathLike, results: dict[str, Any]) -> 
     bars[total] = suite
     trials = results["settings"].get("num_trials_per_task")
     title = f"{suite['name']}: success per task ({trials} trials each)" if trials else f"{suite['name']}: success per task"
-    return success_chart(bars, Path(out_dir) / "success_by_task.png", title, highlight=total)
+    return success_chart(bars, Path(out_dir) / CHART_FILE, title, highlight=total)
 
 
 def print_table(tasks: list[SuccessRate], suite: SuccessRate, console: Console | None = None) -> None:

@@ -67,6 +67,18 @@ LLM_BACKBONES: dict[str, LLMSpec] = {
 }
 
 
+def register_llm_backbone(name: str, spec: LLMSpec) -> None:
+    """Add an LLM backbone at run time (e.g. a shape-only variant with the offline tokenizer for benchmarks).
+
+    An existing name is refused: replacing an entry would silently change what configs naming it build.
+    """
+    if not isinstance(spec, LLMSpec):
+        raise TypeError(f"register_llm_backbone needs an LLMSpec, got {type(spec).__name__}")
+    if name in LLM_BACKBONES:
+        raise ValueError(f"LLM backbone {name!r} is already registered; pick another name")
+    LLM_BACKBONES[name] = spec
+
+
 def get_llm_spec(name: str) -> LLMSpec:
     if name not in LLM_BACKBONES:
         raise ValueError(f"Unknown LLM backbone {name!r}; registered: {sorted(LLM_BACKBONES)}")

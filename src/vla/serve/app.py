@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect
 
 from vla.policy import Policy
 from vla.serve.batching import MicroBatcher
-from vla.wire import API_KEY_HEADER, ActRequest, PayloadError, dumps, parse_act_payload
+from vla.wire import API_KEY_HEADER, ActRequest, PayloadError, encode_action, parse_act_payload
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ def create_app(policy: Policy, settings: ServeSettings | None = None) -> FastAPI
             raise HTTPException(err.status, str(err)) from err
         except ValueError as err:  # unknown / ambiguous unnorm_key
             raise HTTPException(422, str(err)) from err
-        return Response(dumps(await _predict(batcher, payload, unnorm_key)), media_type="application/json")
+        action = await _predict(batcher, payload, unnorm_key)
+        return Response(encode_action(action, payload.plain_lists), media_type="application/json")
 
     return app
 
