@@ -298,3 +298,18 @@ def test_action_decoding_uses_no_deprecated_transformers_api(tiny_vla):
         tiny_vla.generate_action_tokens(**inputs)
     deprecations = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
     assert not deprecations, [str(w.message) for w in deprecations]
+
+
+def test_export_explains_itself_with_a_model_card(tmp_path, tiny_vla):
+    from vla.models import save_vla
+
+    training = {"data": "sim", "mixture": {"vla_sim": 1.0}, "stage": "vla-full-train", "steps": 12,
+                "metrics": {"val/loss": 1.5, "val/action_accuracy": 0.25}}
+    card = (save_vla(tiny_vla, tmp_path / "export", training=training) / "README.md").read_text()
+    total = sum(p.numel() for p in tiny_vla.parameters())
+    assert card.startswith(f"# {tiny_vla.model_id}") and f"| total | | {total:,} |" in card
+    assert "| `sim` | 7 | 1111110 |" in card  # unnorm key, action dim, mask
+    assert "optimizer steps: 12" in card and "| val/action_accuracy | 0.2500 |" in card
+    assert f"vla-serve checkpoint={tmp_path / 'export'}" in card and "load_policy(" in card
+    untrained = (save_vla(tiny_vla, tmp_path / "bare") / "README.md").read_text()
+    assert "Not recorded" in untrained

@@ -2,19 +2,23 @@
 
 The saved layout (what train.py and ``vla-export`` write and eval/serve load):
 ``model.safetensors`` (weights), ``vla_config.json`` (:meth:`VLAConfig.to_dict`),
-``dataset_statistics.json`` (OpenVLA layout) and the tokenizer files under ``tokenizer/``.
+``dataset_statistics.json`` (OpenVLA layout), the tokenizer files under ``tokenizer/`` and a README
+model card (:mod:`vla.models.card`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
 
-from vla.atomic import atomic_write, write_json_atomic
+from vla.atomic import atomic_write, write_bytes_atomic, write_json_atomic
+from vla.models.card import CARD_FILE, model_card
 from vla.models.config import VLAConfig
 from vla.models.vla import VLA
 
@@ -24,8 +28,11 @@ STATS_FILE = "dataset_statistics.json"
 TOKENIZER_DIR = "tokenizer"
 
 
-def save_vla(vla: VLA, out_dir: str | os.PathLike) -> Path:
-    """Write weights, config, statistics and tokenizer; files appear atomically (tmp + rename)."""
+def save_vla(vla: VLA, out_dir: str | os.PathLike, training: Mapping[str, Any] | None = None) -> Path:
+    """Write weights, config, statistics, tokenizer and a README model card; files appear atomically.
+
+    ``training`` (data, mixture, stage, steps, final metrics, command) goes into the model card.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # save_model de-duplicates tied weights (e.g. Qwen's shared embedding / lm_head).
@@ -33,6 +40,7 @@ def save_vla(vla: VLA, out_dir: str | os.PathLike) -> Path:
     write_json_atomic(out / CONFIG_FILE, vla.config.to_dict())
     write_json_atomic(out / STATS_FILE, vla.norm_stats)
     vla.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+    write_bytes_atomic(out / CARD_FILE, model_card(vla, str(out), training).encode("utf-8"))
     return out
 
 
