@@ -2,7 +2,8 @@
 
 Everything a checkpoint needs to become a standalone model (the model's ``VLAConfig``, the dataset
 statistics, the stage and LoRA settings) is stored in it, next to Lightning's full training state
-(weights, optimizer, scheduler, loop position, the DataModule's stream position) plus RNG states.
+(weights, optimizer, scheduler, loop position, the DataModule's stream position) plus RNG states and
+the running sums of the epoch averages, so a resumed run's ``*_epoch`` metrics cover the whole run.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ class VLATrainingModule(pl.LightningModule):
         self.lora = dict(lora or {})
         self.fsdp_reshard_after_forward = fsdp_reshard_after_forward
         self._apply_stage()
-        self.metrics = torch.nn.ModuleDict({
-            f"{split}_{name}": MeanMetric() for split in ("train", "val") for name in ("loss", "action_accuracy", "l1")
-        })
+        self.metrics = torch.nn.ModuleDict()  # "<split>_<metric>" and, for mixtures, "<split>_<metric>@<dataset>"
+        for split in ("train", "val"):
+            for name in ("loss", "action_accuracy", "l1"):
+                self._metric(f"{split}_{name}")
 
     def _apply_stage(self) -> None:
         if self.stage == "lora":
@@ -98,6 +100,14 @@ class VLATrainingModule(pl.LightningModule):
             print(f"Stage {self.stage!r}: trainable parameters\n{trainable_parameter_summary(self.vla)}")
 
     # ------------------------------------------------------------------ steps
+    def _metric(self, key: str) -> MeanMetric:
+        """The running weighted mean ``key``, created on first use; its sums are saved in checkpoints."""
+        if key not in self.metrics:
+            metric = MeanMetric()
+            metric.persistent(True)
+            self.metrics[key] = metric.to(self.device)
+        return self.metrics[key]
+
     def _shared_step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         out = self.vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
         metrics = self.vla.action_metrics(out.logits, out.targets)
@@ -108,10 +118,8 @@ class VLATrainingModule(pl.LightningModule):
             ("action_accuracy", metrics["accuracy"], metrics["count"]),
             ("l1", metrics["l1"].float(), metrics["count"]),
         ):
-            metric = self.metrics[f"{split}_{name}"]
-            metric(value, weight)  # forward: this batch's value for on_step, accumulated for on_epoch
-            self.log(f"{split}/{name}", metric, on_step=on_step, on_epoch=True, prog_bar=name != "l1",
-                     batch_size=batch_size, sync_dist=False)
+            self._log_mean(f"{split}/{name}", f"{split}_{name}", value, weight, on_step, prog_bar=name != "l1",
+                           batch_size=batch_size, sync_dist=False)
         self._log_per_dataset(out, batch, split, on_step)
         return out.loss
 
@@ -126,9 +134,16 @@ class VLATrainingModule(pl.LightningModule):
         for name in sorted(set(names)):
             idx = torch.tensor([i for i, o in enumerate(owner) if o == name], device=out.logits.device)
             m = self.vla.action_metrics(out.logits[idx], out.targets[idx])
-            n_rows = names.count(name)
-            self.log(f"{split}/{name}/action_accuracy", m["accuracy"], on_step=on_step, on_epoch=True, batch_size=n_rows)
-            self.log(f"{split}/{name}/l1", m["l1"].float(), on_step=on_step, on_epoch=True, batch_size=n_rows)
+            key = name.replace(".", "_")  # module names hold no "."
+            for metric, value in (("action_accuracy", m["accuracy"]), ("l1", m["l1"].float())):
+                self._log_mean(f"{split}/{name}/{metric}", f"{split}_{metric}@{key}", value, m["count"], on_step,
+                               batch_size=names.count(name))
+
+    def _log_mean(self, name: str, key: str, value: torch.Tensor, weight: Any, on_step: bool, **log_kwargs: Any) -> None:
+        """Add ``value`` to the running mean ``key`` and log it as ``name``: the batch's value per step, the mean per epoch."""
+        metric = self._metric(key)
+        metric(value, weight)  # forward: this batch's value for on_step, accumulated for on_epoch
+        self.log(name, metric, on_step=on_step, on_epoch=True, metric_attribute=f"metrics.{key}", **log_kwargs)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
@@ -161,6 +176,19 @@ class VLATrainingModule(pl.LightningModule):
             self.vla.norm_stats = stored["norm_stats"]
         if "rng_states" in checkpoint:
             _set_rng_states(checkpoint["rng_states"])
+        self._match_metric_states(checkpoint["state_dict"])
+
+    def _match_metric_states(self, state_dict: dict[str, Any]) -> None:
+        """Create the per-dataset means the checkpoint holds; fresh sums for checkpoints saved without them."""
+        for key in state_dict:
+            if key.startswith("metrics."):
+                self._metric(key.split(".")[1])
+        for key, value in self.metrics.state_dict(prefix="metrics.").items():
+            state_dict.setdefault(key, value)
+
+    def on_train_start(self) -> None:
+        """Strategies that restore checkpoints after moving the model (FSDP) leave loaded sums on the CPU."""
+        self.metrics.to(self.device)
 
 
 def _rng_states() -> dict[str, Any]:

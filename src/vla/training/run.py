@@ -1,8 +1,9 @@
 """What ``python train.py`` does, given a composed Hydra config.
 
-Order: validate -> (embedded default) make the sim data -> DataModule (statistics) -> model with
-those statistics -> LightningModule (freeze stage / LoRA) -> Trainer (strategy, precision,
-checkpoints) -> fit (optionally resumed) -> export + summary.
+Order: validate the config -> delete killed writers' partial files -> pick the checkpoint to resume
+from -> (embedded default) make the sim data -> DataModule (statistics) -> model with those
+statistics -> LightningModule (freeze stage / LoRA) -> Trainer (strategy, precision, checkpoints,
+logs continued on resume) -> fit (optionally resumed) -> export + summary.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from vla.sim.demos import DATASET_NAME, METADATA_FILE, VERSION, recorded_params
 from vla.atomic import write_json_atomic
 from vla.models import load_training_checkpoint, save_vla
 from vla.training.checkpoint_io import AtomicCheckpointIO
+from vla.training.config_checks import STRATEGIES, check_train_config
+from vla.training.loggers import ResumableCSVLogger
+from vla.training.resume import ResumePoint, remove_stale_temporaries, resolve_resume
 
-STRATEGIES = ("auto", "ddp", "fsdp")
-RESUME_CHOICES = "null | auto | <path to a .ckpt file>"
+WRITTEN_DIRS = ("", "checkpoints", "logs", "export")  # where a run writes files atomically, under its run dir
 GENERATION_KEYS = ("episodes", "seed", "image_size", "suite", "n_objects", "noise_std", "paired")  # data.embedded -> sim generator
 
 
@@ -67,28 +70,16 @@ def build_strategy(strategy: DictConfig | None) -> Any:
     return "auto"
 
 
-def resolve_resume(resume: str | None, checkpoint_dir: Path) -> str | None:
-    if resume in (None, "", "null"):
-        return None
-    if resume == "auto":
-        last = checkpoint_dir / "last.ckpt"
-        if last.exists():
-            print(f"Resuming from {last}")
-            return str(last)
-        print(f"resume=auto: no checkpoint in {checkpoint_dir} yet, starting fresh")
-        return None
-    path = Path(resume)
-    if not path.is_file():
-        raise ValueError(f"resume={resume!r} is not a checkpoint file; use {RESUME_CHOICES}")
-    return str(path)
-
-
 def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Run one training job; returns the final metrics (also written to <run dir>/metrics.json).
 
     ``callbacks`` are added to the Trainer's (e.g. monitoring hooks of a caller).
     """
+    check_train_config(cfg)
     run_dir = Path(cfg.run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    remove_stale_temporaries(run_dir / name for name in WRITTEN_DIRS)
+    resume = resolve_resume(cfg.resume, checkpoint_dir)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.data.get("embedded"):
         ensure_embedded_data(cfg.data.embedded)
@@ -102,13 +93,14 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     module = instantiate(cfg.module, vla=vla, lora=OmegaConf.to_container(cfg.module.lora) if cfg.module.lora else None,
                          fsdp_reshard_after_forward=(strategy_cfg or {}).get("reshard_after_forward", True))
 
-    checkpoint_dir = run_dir / "checkpoints"
     checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                                   every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=-1, save_last=True)
     strategy = build_strategy(strategy_cfg)
     plugins = [AtomicCheckpointIO()] if strategy == "auto" else []
     trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints, *callbacks], plugins=plugins)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, checkpoint_dir))
+    if resume:
+        _continue_logs(trainer, resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
 
     # A final full-state checkpoint (consolidated under FSDP: every rank takes part), exported below.
     final = checkpoint_dir / "last.ckpt"
@@ -122,6 +114,17 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
         write_json_atomic(run_dir / "metrics.json", metrics)
         _print_summary(run_dir, checkpoint_dir, metrics)
     return metrics
+
+
+def _continue_logs(trainer: pl.Trainer, resume: ResumePoint) -> None:
+    """metrics.csv keeps the interrupted run's rows (Lightning's CSVLogger would delete them).
+
+    TensorBoard keeps them anyway (a new event file next to the old ones, so steps logged after the
+    checkpoint show twice); W&B starts a new run.
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            logger.continue_from(resume.step)
 
 
 def _task_overrides() -> list[str]:

@@ -1,0 +1,97 @@
+"""Start-up checks of the train config: a bad value fails at once, naming the key, the value and what is allowed.
+
+Without them a typo surfaces minutes later, after data generation and model building, as the error of
+whatever first touches the value ("'<=' not supported between instances of 'str' and 'int'"), or is
+accepted silently (``trainer.max_steps=0`` exports an untrained model, ``checkpoint_every_n_steps=0``
+writes no checkpoint until the end). ``resume=`` is checked by :func:`vla.training.resume.resolve_resume`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vla.training.module import LR_SCHEDULES
+from vla.training.stages import STAGES
+
+STRATEGIES = ("auto", "ddp", "fsdp")  # strategy.name, built by vla.training.run.build_strategy
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")  # the values of conf/precision/*.yaml
+_ABSENT = object()
+
+
+class ConfigError(ValueError):
+    """A config value train.py cannot run with; the message names the key, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A value passes when its type is one of ``types`` (``bool`` only when listed) and ``ok(value)`` holds."""
+
+    types: tuple[type, ...]
+    ok: Callable[[Any], bool]
+    allowed: str
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) and bool not in self.types:  # True is an int to isinstance
+            return False
+        return isinstance(value, self.types) and self.ok(value)
+
+
+def integer(low: int, high: int | None = None) -> Rule:
+    if high is None:
+        return Rule((int,), lambda v: v >= low, f"an integer >= {low}")
+    return Rule((int,), lambda v: low <= v <= high, f"an integer in [{low}, {high}]")
+
+
+def number(ok: Callable[[float], bool], allowed: str, optional: bool = False) -> Rule:
+    types = (int, float, type(None)) if optional else (int, float)
+    return Rule(types, lambda v: v is None or ok(v), allowed + (" or null" if optional else ""))
+
+
+def one_of(choices: Sequence[str]) -> Rule:
+    return Rule((str,), lambda v: v in choices, "one of " + ", ".join(choices))
+
+
+RULES: dict[str, Rule] = {
+    "seed": integer(0, 2**32 - 1),
+    "resume": Rule((str, type(None)), lambda v: True, "null, auto or the path of a .ckpt file written by train.py"),
+    "checkpoint_every_n_steps": integer(1),
+    "export": Rule((bool,), lambda v: True, "true or false"),
+    "module.stage": one_of(STAGES),
+    "module.learning_rate": number(lambda v: v > 0, "a number > 0"),
+    "module.weight_decay": number(lambda v: v >= 0, "a number >= 0"),
+    "module.lr_schedule": one_of(LR_SCHEDULES),
+    "module.warmup_ratio": number(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "data.datamodule.batch_size": integer(1),
+    "data.datamodule.num_workers": integer(0),
+    "data.datamodule.shuffle_buffer": integer(0),
+    "trainer.max_steps": integer(1),
+    "trainer.val_check_interval": integer(1),
+    "trainer.limit_val_batches": number(lambda v: v >= 0 and (isinstance(v, int) or v <= 1),
+                                        "an integer >= 0 (batches) or a fraction in [0, 1]"),
+    "trainer.log_every_n_steps": integer(1),
+    "trainer.accumulate_grad_batches": integer(1),
+    "trainer.gradient_clip_val": number(lambda v: v >= 0, "a number >= 0", optional=True),
+    "trainer.precision": one_of(PRECISIONS),
+    "strategy.name": one_of(STRATEGIES),
+}
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """One ``key=value: expected ...`` line per value of ``cfg`` that breaks its rule (absent keys pass)."""
+    problems = []
+    for key, rule in RULES.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT and not rule.accepts(value):
+            problems.append(f"{key}={value!r}: expected {rule.allowed}")
+    return problems
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every bad value, before any data or model is touched."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("Invalid train config (fix these overrides):\n  " + "\n  ".join(problems))
