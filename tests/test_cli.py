@@ -110,3 +110,18 @@ def test_missing_sweep_plugin_stops_before_any_work_naming_the_extra(monkeypatch
         cli.require_plugins(["hparams_search=optuna"])
     with pytest.raises(SystemExit, match=r"launcher=submitit_slurm needs .*\[sweep\]"):
         cli.require_plugins(["launcher=submitit_slurm"])
+
+
+def test_unknown_group_choice_lists_the_choices_even_for_numbers():
+    """Hydra's own parser fails on `precision=64` (a number) with a traceback and no list of choices."""
+    from vla import cli
+
+    cli.require_known_choices(["precision=bf16-mixed", "model=tiny", "seed=64", "hydra.run.dir=x", "strategy=null",
+                               "stage=lora,qlora"])
+    with pytest.raises(SystemExit, match=r"precision=64: 64 is not a precision config; choose one of .*'32-true'"):
+        cli.require_known_choices(["precision=64"])
+    with pytest.raises(SystemExit, match=r"stage=lora,qlorra: qlorra is not a stage config"):
+        cli.require_known_choices(["stage=lora,qlorra"])
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "precision=64"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "choose one of" in done.stderr and "Traceback" not in done.stderr

@@ -46,6 +46,7 @@ def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path, sim_data_ro
     rows = _summary(sweep)
     assert len(rows) == 2 and all(row["run"].startswith("module.learning_rate=") for row in rows)
     assert "Best value" in done.stdout + done.stderr
+    assert (sweep / "summary.png").stat().st_size > 5_000
     assert (sweep / "optimization_results.yaml").is_file()
 
 

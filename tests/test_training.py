@@ -94,6 +94,11 @@ def test_tiny_model_learns_on_sim_shards_and_exports(tmp_path, sim_data_root):
     # The .ckpt -> standalone export gives the same model as the end-of-run export.
     out = export_cli(compose_cli("export", f"ckpt={tmp_path / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'from_ckpt'}"))
     np.testing.assert_array_equal(Policy(load_vla(out)).act(image, "move to the red block"), action)
+    # Both exports explain themselves: data, mixture and steps from the run, the metrics at its end.
+    for card in ((tmp_path / "export" / "README.md").read_text(), (out / "README.md").read_text()):
+        assert "- data: vla_sim" in card and "{'vla_sim': 1.0}" in card and "optimizer steps: 30" in card
+    assert "| val/loss |" in (tmp_path / "export" / "README.md").read_text()
+    assert metrics["curves"] == str(tmp_path / "curves.png") and (tmp_path / "curves.png").stat().st_size > 10_000
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, sim_data_root):
@@ -127,7 +132,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, sim_data_root):
     assert [sorted(r.items()) for r in got] == [sorted(r.items()) for r in expected]
     whole_run = json.loads((tmp_path / "a" / "metrics.json").read_text())
     after_resume = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert Path(whole_run.pop("curves")).parent == tmp_path / "a" and Path(after_resume.pop("curves")).parent == tmp_path / "b"
     assert "train/loss_epoch" in whole_run and after_resume == whole_run  # epoch averages over all 6 steps
+    # The resumed run's curves start at step 0: they are drawn from the continued metrics.csv.
+    from vla.training.curves import read_curves
+
+    assert [s for s, _ in read_curves(tmp_path / "b" / "logs" / "metrics.csv")["loss"]["train"]] == list(range(6))
 
 
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path, capsys):

@@ -38,8 +38,25 @@ def require_plugins(overrides: Sequence[str]) -> None:
                                  f"pip install -e '.[{extra}]'")
 
 
+def require_known_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Stop when a config-group choice names no file in ``conf/<group>/``, listing the choices.
+
+    Hydra lists them for an unknown name, but a number (``precision=64``) fails inside its override
+    parser with a traceback and no list.
+    """
+    for override in overrides:
+        group, sep, value = override.partition("=")
+        if not sep or group.startswith(("+", "~", "hydra")) or "@" in group or not (config_dir / group).is_dir():
+            continue
+        choices = sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
+        unknown = [choice for choice in value.split(",") if choice not in (*choices, "null")]
+        if unknown:
+            raise SystemExit(f"{override}: {', '.join(unknown)} is not a {group} config; choose one of {choices}")
+
+
 def train_command() -> None:
-    """``vla-train`` / ``python train.py``: :func:`train` after checking the chosen plugins are installed."""
+    """``vla-train`` / ``python train.py``: :func:`train` after checking group choices and plugins."""
+    require_known_choices(sys.argv[1:])
     require_plugins(sys.argv[1:])
     train()
 

@@ -52,6 +52,7 @@ class VLATrainingModule(pl.LightningModule):
         fsdp_reshard_after_forward: bool = True,
     ):
         super().__init__()
+        self.run_info: dict[str, Any] = {}  # data, mixture, command: set by the run, stored for model cards
         if stage not in STAGES:
             raise ValueError(f"Unknown training stage {stage!r}; allowed stages: {', '.join(STAGES)}")
         if lr_schedule not in LR_SCHEDULES:
@@ -167,6 +168,7 @@ class VLATrainingModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[TRAINING_CHECKPOINT_KEY] = {
             "config": self.vla.config.to_dict(), "norm_stats": self.vla.norm_stats, "stage": self.stage, "lora": self.lora,
+            "run": self.run_info,
         }
         checkpoint["rng_states"] = _rng_states()
 

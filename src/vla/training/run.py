@@ -23,6 +23,7 @@ from vla.sim.demos import DATASET_NAME, METADATA_FILE, VERSION, recorded_params
 from vla.atomic import write_json_atomic
 from vla.models import load_training_checkpoint, save_vla
 from vla.training.checkpoint_io import AtomicCheckpointIO
+from vla.training.curves import write_training_curves
 from vla.training.config_checks import STRATEGIES, check_train_config
 from vla.training.loggers import ResumableCSVLogger
 from vla.training.resume import ResumePoint, remove_stale_temporaries, resolve_resume
@@ -100,6 +101,8 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints, *callbacks], plugins=plugins)
     if resume:
         _continue_logs(trainer, resume)
+    module.run_info = {"data": cfg.data.name, "mixture": datamodule.sampling_weights, "stage": cfg.stage.name,
+                       "command": " ".join(["vla-train", *_task_overrides()])}
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
 
     # A final full-state checkpoint (consolidated under FSDP: every rank takes part), exported below.
@@ -108,12 +111,28 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["global_step"] = trainer.global_step
     metrics["overrides"] = _task_overrides()
+    metrics.update({f"data/{name}": count for name, count in datamodule.integrity_counts.items()})
     if trainer.is_global_zero:
         if cfg.export:
-            metrics["export_dir"] = str(save_vla(load_training_checkpoint(final), run_dir / "export"))
+            training = {**module.run_info, "steps": trainer.global_step,
+                        "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}}
+            metrics["export_dir"] = str(save_vla(load_training_checkpoint(final), run_dir / "export", training=training))
+        curves = _write_curves(trainer, run_dir)
+        if curves is not None:
+            metrics["curves"] = str(curves)
         write_json_atomic(run_dir / "metrics.json", metrics)
         _print_summary(run_dir, checkpoint_dir, metrics)
     return metrics
+
+
+def _write_curves(trainer: pl.Trainer, run_dir: Path) -> Path | None:
+    """``<run dir>/curves.png`` from the CSV log (other loggers draw their own curves)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            metrics_csv = Path(logger.log_dir) / "metrics.csv"
+            if metrics_csv.is_file():
+                return write_training_curves(metrics_csv, run_dir / "curves.png")
+    return None
 
 
 def _continue_logs(trainer: pl.Trainer, resume: ResumePoint) -> None:
@@ -144,6 +163,12 @@ def _print_summary(run_dir: Path, checkpoint_dir: Path, metrics: dict[str, Any])
         f"  checkpoints:      {checkpoint_dir} (last.ckpt)",
         f"  metrics:          {run_dir / 'metrics.json'} and {run_dir / 'logs'}",
     ]
+    if "curves" in metrics:
+        lines.append(f"  curves:           {metrics['curves']}")
     if "export_dir" in metrics:
-        lines.append(f"  exported model:   {metrics['export_dir']}")
+        lines.append(f"  exported model:   {metrics['export_dir']} (README.md: its model card)")
+    skipped = metrics.get("data/skipped_shards")
+    if skipped:
+        lines.append(f"  skipped data:     {skipped} corrupt shards, {metrics.get('data/skipped_samples', 0)} samples "
+                     "(on_corrupt_shard=skip)")
     print("\n".join(lines))
