@@ -23,7 +23,7 @@ from vla.sim.demos import DATASET_NAME, METADATA_FILE, VERSION, recorded_params
 from vla.atomic import write_json_atomic
 from vla.models import load_training_checkpoint, save_vla
 from vla.training.checkpoint_io import AtomicCheckpointIO
-from vla.training.curves import write_training_curves
+from vla.training.curves import read_curves, write_training_curves
 from vla.training.config_checks import STRATEGIES, check_train_config
 from vla.training.loggers import ResumableCSVLogger
 from vla.training.resume import ResumePoint, remove_stale_temporaries, resolve_resume
@@ -126,11 +126,12 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
 
 
 def _write_curves(trainer: pl.Trainer, run_dir: Path) -> Path | None:
-    """``<run dir>/curves.png`` from the CSV log (other loggers draw their own curves)."""
+    """``<run dir>/curves.png`` from the CSV log (other loggers draw their own curves); None when a run too
+    short for ``trainer.log_every_n_steps`` logged nothing to draw."""
     for logger in trainer.loggers:
         if isinstance(logger, ResumableCSVLogger):
             metrics_csv = Path(logger.log_dir) / "metrics.csv"
-            if metrics_csv.is_file():
+            if metrics_csv.is_file() and read_curves(metrics_csv):
                 return write_training_curves(metrics_csv, run_dir / "curves.png")
     return None
 
