@@ -88,7 +88,9 @@ def test_openvla_style_client_works_unchanged(server, policy):
         plain = requests.post("{server.url}/act", json={{"image": image, "instruction": "pick up the screw"}}).json()
         encoded = requests.post("{server.url}/act", json={{"encoded": json.dumps(
             {{"image": image, "instruction": "pick up the screw", "unnorm_key": "sim"}})}}).json()
-        assert isinstance(plain, np.ndarray) and isinstance(encoded, np.ndarray)
+        # As OpenVLA's deploy.py: a double-encoded request gets JSONResponse(json_numpy.dumps(action)).
+        assert isinstance(plain, np.ndarray) and isinstance(encoded, str)
+        encoded = json_numpy.loads(encoded)
         print(json.dumps({{"plain": plain.tolist(), "encoded": encoded.tolist(), "dtype": str(plain.dtype)}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], input=image.tobytes().hex(), capture_output=True,

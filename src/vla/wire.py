@@ -41,12 +41,16 @@ class ActRequest:
     instruction: str
     unnorm_key: str | None
     plain_lists: bool = False  # the image came as nested lists: answer with a plain list too
+    double_encoded: bool = False  # OpenVLA's {"encoded": ...} form: answer double-encoded too
 
 
-def encode_action(action: np.ndarray, plain_lists: bool = False) -> str:
-    """The ``/act`` answer: json_numpy (what OpenVLA's clients decode), or a plain list of floats for a
-    client that sent its image as plain lists (no json_numpy on its side)."""
-    return json.dumps(np.asarray(action).tolist()) if plain_lists else dumps(action)
+def encode_action(action: np.ndarray, plain_lists: bool = False, double_encoded: bool = False) -> str:
+    """The ``/act`` answer, as OpenVLA's ``deploy.py`` gives it: json_numpy, or for a double-encoded request
+    that json_numpy text as a JSON string (``JSONResponse(json_numpy.dumps(action))``); a plain list of
+    floats for a client that sent its image as plain lists (no json_numpy on its side)."""
+    if plain_lists:
+        return json.dumps(np.asarray(action).tolist())
+    return json.dumps(dumps(action)) if double_encoded else dumps(action)
 
 
 def _decode_array(tagged: dict[str, Any], max_bytes: int) -> np.ndarray:
@@ -106,7 +110,8 @@ def parse_act_payload(body: bytes, max_image_side: int) -> ActRequest:
     """Validate an ``/act`` body, including OpenVLA's double-encoded ``{"encoded": "<json>"}`` form."""
     max_array_bytes = max_image_side * max_image_side * 3
     payload = loads(body, max_array_bytes)
-    if isinstance(payload, dict) and "encoded" in payload:
+    double_encoded = isinstance(payload, dict) and "encoded" in payload
+    if double_encoded:
         if set(payload) != {"encoded"} or not isinstance(payload["encoded"], str):
             raise PayloadError("A double-encoded payload must be exactly {'encoded': '<json string>'}")
         payload = loads(payload["encoded"], max_array_bytes)
@@ -120,6 +125,7 @@ def parse_act_payload(body: bytes, max_image_side: int) -> ActRequest:
         instruction=_check_instruction(payload["instruction"]),
         unnorm_key=_check_unnorm_key(payload.get("unnorm_key")),
         plain_lists=isinstance(payload["image"], list),
+        double_encoded=double_encoded,
     )
 
 

@@ -134,7 +134,7 @@ def create_app(policy: Policy, settings: ServeSettings | None = None) -> FastAPI
         except ValueError as err:  # unknown / ambiguous unnorm_key
             raise HTTPException(422, str(err)) from err
         action = await _predict(batcher, payload, unnorm_key)
-        return Response(encode_action(action, payload.plain_lists), media_type="application/json")
+        return Response(encode_action(action, payload.plain_lists, payload.double_encoded), media_type="application/json")
 
     return app
 
