@@ -24,6 +24,13 @@ def test_openvla_mixture_facts():
     for suite in ("spatial", "object", "goal", "10"):
         assert MIXTURES[f"libero_{suite}"] == MIXTURES[f"libero_{suite}_no_noops"] == [(f"libero_{suite}_no_noops", 1.0)]
     assert MIXTURES["vla_sim"] == [("vla_sim", 1.0)]
+    assert MIXTURES["bridge_rt_1"] == [("bridge_orig", 1.0), ("fractal20220817_data", 1.0)]
+    assert dict(MIXTURES["rtx"])["berkeley_cable_routing"] == 3.0 and len(MIXTURES["rtx_franka"]) == 28
+
+
+def test_duplicates_keep_the_first_entry():
+    resolved = dict(resolve_mixture([("a", 3.0), ("b", 1.0), ("a", 1.0)], known_datasets={"a", "b"}))
+    assert resolved == {"a": pytest.approx(0.75), "b": pytest.approx(0.25)}
 
 
 def test_weights_are_normalized():

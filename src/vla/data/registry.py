@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
@@ -38,6 +38,14 @@ class ActionEncoding(IntEnum):
     JOINT_POS = 2  # joint delta position (7) + gripper (1)
     JOINT_POS_BIMANUAL = 3  # 2 x [joint delta position (6) + gripper (1)]
     EEF_R6 = 4  # EEF delta XYZ (3) + R6 rotation (6) + gripper (1)
+
+
+_ACTION_DIMS = {
+    ActionEncoding.EEF_POS: 7,
+    ActionEncoding.JOINT_POS: 8,
+    ActionEncoding.JOINT_POS_BIMANUAL: 14,
+    ActionEncoding.EEF_R6: 10,
+}
 
 
 class EpisodeError(ValueError):
@@ -69,6 +77,18 @@ class DatasetConfig:
     # Picks image_obs_keys from the source's camera names (LeRobot entries without a fixed mapping)
     camera_views: Callable[[Sequence[str]], dict[str, str | None]] | None = None
     action_mask: tuple[bool, ...] | None = None  # overrides the encoding's mask (LeRobot entries)
+    # OpenVLA's depth_obs_keys (view -> observation key), recorded for parity; the pipeline loads no depth
+    depth_obs_keys: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def action_dim(self) -> int:
+        """Width of the standardized actions for this entry's action encoding."""
+        return _ACTION_DIMS[self.action_encoding]
+
+    @property
+    def trainable(self) -> bool:
+        """OpenVLA trains on EEF_POS / EEF_R6 actions only (materialize skips the rest with a warning)."""
+        return self.action_mask is not None or self.action_encoding in (ActionEncoding.EEF_POS, ActionEncoding.EEF_R6)
 
     @property
     def image_views(self) -> tuple[str, ...]:
@@ -178,37 +198,57 @@ def _config(
     transform: T.Transform,
     secondary: str | None = None,
     wrist: str | None = None,
+    depth: dict[str, str] | None = None,
+    action_encoding: ActionEncoding = ActionEncoding.EEF_POS,
 ) -> DatasetConfig:
     return DatasetConfig(
         image_obs_keys={"primary": primary, "secondary": secondary, "wrist": wrist},
         state_obs_keys=state_obs_keys,
         state_encoding=state_encoding,
-        action_encoding=ActionEncoding.EEF_POS,
+        action_encoding=action_encoding,
         transform=transform,
+        depth_obs_keys={view: (depth or {}).get(view) for view in IMAGE_VIEWS},
     )
 
 
 _EEF_PAD_GRIPPER = ("EEF_state", None, "gripper_state")
+_EEF_GRIPPER = ("eef_state", None, "gripper_state")  # lower-case keys of the *_converted_externally_to_rlds sets
+_NO_STATE = (None,) * 8
 _SE = StateEncoding
 _BRIDGE_ORIG = _config("image_0", _EEF_PAD_GRIPPER, _SE.POS_EULER, T.bridge_orig_transform, secondary="image_1")
 _LIBERO = _config("image", _EEF_PAD_GRIPPER, _SE.POS_EULER, T.libero_transform, wrist="wrist_image")
+_GNM = _config(None, ("state", None, None), _SE.POS_EULER, T.gnm_transform, wrist="image")
+_TDROID = _config(
+    "static_image", _EEF_PAD_GRIPPER, _SE.POS_EULER, T.tdroid_transform, depth={"primary": "static_depth_image"}
+)
+_TDROID_TASKS = (
+    "carrot_in_bowl", "pour_corn_in_pot", "flip_pot_upright", "move_object_onto_plate", "knock_object_over",
+    "cover_object_with_towel",
+)  # fmt: skip
 
+
+def _external(name: str) -> str:
+    return f"{name}_converted_externally_to_rlds"
+
+
+# OpenVLA's OXE_DATASET_CONFIGS + OXE_STANDARDIZATION_TRANSFORMS (openvla/openvla @ c8f03f48), in its order.
 DATASET_CONFIGS: dict[str, DatasetConfig] = {
-    "bridge_orig": _BRIDGE_ORIG,
-    "bridge_dataset": _BRIDGE_ORIG,
-    "bridge_oxe": _config("image", _EEF_PAD_GRIPPER, _SE.POS_EULER, T.bridge_oxe_transform, secondary="image_1"),
-    "libero_spatial_no_noops": _LIBERO,
-    "libero_object_no_noops": _LIBERO,
-    "libero_goal_no_noops": _LIBERO,
-    "libero_10_no_noops": _LIBERO,
     "fractal20220817_data": _config(
         "image", ("base_pose_tool_reached", "gripper_closed"), _SE.POS_QUAT, T.rt1_transform
     ),
     "kuka": _config(
         "image", ("clip_function_input/base_pose_tool_reached", "gripper_closed"), _SE.POS_QUAT, T.kuka_transform
     ),
+    "bridge_oxe": _config("image", _EEF_PAD_GRIPPER, _SE.POS_EULER, T.bridge_oxe_transform, secondary="image_1"),
+    "bridge_orig": _BRIDGE_ORIG,
+    "bridge_dataset": _BRIDGE_ORIG,
     "taco_play": _config(
-        "rgb_static", ("state_eef", None, "state_gripper"), _SE.POS_EULER, T.taco_play_transform, wrist="rgb_gripper"
+        "rgb_static",
+        ("state_eef", None, "state_gripper"),
+        _SE.POS_EULER,
+        T.taco_play_transform,
+        wrist="rgb_gripper",
+        depth={"primary": "depth_static", "wrist": "depth_gripper"},
     ),
     "jaco_play": _config(
         "image", ("state_eef", None, "state_gripper"), _SE.POS_EULER, T.jaco_play_transform, wrist="image_wrist"
@@ -221,14 +261,151 @@ DATASET_CONFIGS: dict[str, DatasetConfig] = {
         secondary="top_image",
         wrist="wrist45_image",
     ),
-    "roboturk": _config("front_rgb", (None,) * 8, _SE.NONE, T.roboturk_transform),
+    "roboturk": _config("front_rgb", _NO_STATE, _SE.NONE, T.roboturk_transform),
+    "nyu_door_opening_surprising_effectiveness": _config(
+        None, _NO_STATE, _SE.NONE, T.nyu_door_opening_transform, wrist="image"
+    ),
     "viola": _config(
         "agentview_rgb", ("joint_states", "gripper_states"), _SE.JOINT, T.viola_transform, wrist="eye_in_hand_rgb"
+    ),
+    "berkeley_autolab_ur5": _config(
+        "image",
+        ("state",),
+        _SE.POS_QUAT,
+        T.berkeley_autolab_ur5_transform,
+        wrist="hand_image",
+        depth={"primary": "depth"},
     ),
     "toto": _config("image", ("state", None), _SE.JOINT, T.toto_transform),
     "language_table": _config(
         "rgb", ("effector_translation",) + (None,) * 6, _SE.POS_EULER, T.language_table_transform
     ),
+    "columbia_cairlab_pusht_real": _config(
+        "image", ("robot_state",) + (None,) * 6, _SE.POS_EULER, T.pusht_transform, wrist="wrist_image"
+    ),
+    _external("stanford_kuka_multimodal_dataset"): _config(
+        "image",
+        ("ee_position", "ee_orientation", None),
+        _SE.POS_QUAT,
+        T.stanford_kuka_multimodal_transform,
+        depth={"primary": "depth_image"},
+    ),
+    _external("nyu_rot_dataset"): _config("image", _EEF_GRIPPER, _SE.POS_EULER, T.nyu_rot_transform),
+    _external("stanford_hydra_dataset"): _config(
+        "image", _EEF_GRIPPER, _SE.POS_EULER, T.stanford_hydra_transform, wrist="wrist_image"
+    ),
+    _external("austin_buds_dataset"): _config(
+        "image", ("state",), _SE.JOINT, T.austin_buds_transform, wrist="wrist_image"
+    ),
+    _external("nyu_franka_play_dataset"): _config(
+        "image",
+        ("eef_state", None, None),
+        _SE.POS_EULER,
+        T.nyu_franka_play_transform,
+        secondary="image_additional_view",
+        depth={"primary": "depth", "secondary": "depth_additional_view"},
+    ),
+    _external("maniskill_dataset"): _config(
+        "image",
+        ("tcp_pose", "gripper_state"),
+        _SE.POS_QUAT,
+        T.maniskill_transform,
+        wrist="wrist_image",
+        depth={"primary": "depth", "wrist": "wrist_depth"},
+    ),
+    _external("furniture_bench_dataset"): _config(
+        "image", ("state",), _SE.POS_QUAT, T.furniture_bench_transform, wrist="wrist_image"
+    ),
+    _external("cmu_franka_exploration_dataset"): _config(
+        "highres_image", _NO_STATE, _SE.NONE, T.drop_last_action_dim_transform
+    ),
+    _external("ucsd_kitchen_dataset"): _config("image", ("joint_state", None), _SE.JOINT, T.ucsd_kitchen_transform),
+    _external("ucsd_pick_and_place_dataset"): _config(
+        "image", _EEF_GRIPPER, _SE.POS_EULER, T.ucsd_pick_place_transform
+    ),
+    _external("austin_sailor_dataset"): _config(
+        "image", ("state",), _SE.POS_QUAT, T.austin_sailor_transform, wrist="wrist_image"
+    ),
+    _external("austin_sirius_dataset"): _config(
+        "image", ("state",), _SE.POS_QUAT, T.austin_sirius_transform, wrist="wrist_image"
+    ),
+    "bc_z": _config(
+        "image",
+        ("present/xyz", "present/axis_angle", None, "present/sensed_close"),
+        _SE.POS_EULER,
+        T.bc_z_transform,
+    ),
+    _external("utokyo_pr2_opening_fridge"): _config("image", _EEF_GRIPPER, _SE.POS_EULER, T.tokyo_pr2_transform),
+    _external("utokyo_pr2_tabletop_manipulation"): _config(
+        "image", _EEF_GRIPPER, _SE.POS_EULER, T.tokyo_pr2_transform
+    ),
+    _external("utokyo_xarm_pick_and_place"): _config(
+        "image",
+        ("end_effector_pose", None, None),
+        _SE.POS_EULER,
+        T.identity_transform,
+        secondary="image2",
+        wrist="hand_image",
+    ),
+    _external("utokyo_xarm_bimanual"): _config(
+        "image", ("pose_r", None, None), _SE.POS_EULER, T.utokyo_xarm_bimanual_transform
+    ),
+    "robo_net": _config("image", _EEF_GRIPPER, _SE.POS_EULER, T.robo_net_transform, secondary="image1"),
+    _external("berkeley_mvp"): _config(
+        None, ("pose", "gripper"), _SE.POS_QUAT, T.identity_transform, wrist="hand_image",
+        action_encoding=ActionEncoding.JOINT_POS,
+    ),  # fmt: skip
+    _external("berkeley_rpt"): _config(
+        None, ("joint_pos", "gripper"), _SE.JOINT, T.identity_transform, wrist="hand_image",
+        action_encoding=ActionEncoding.JOINT_POS,
+    ),  # fmt: skip
+    _external("kaist_nonprehensile"): _config(
+        "image", ("state", None), _SE.POS_QUAT, T.kaist_nonprehensile_transform
+    ),
+    _external("stanford_mask_vit"): _config("image", _EEF_GRIPPER, _SE.POS_EULER, T.stanford_mask_vit_transform),
+    _external("tokyo_u_lsmo"): _config("image", _EEF_GRIPPER, _SE.POS_EULER, T.tokyo_lsmo_transform),
+    _external("dlr_sara_pour"): _config("image", ("state", None, None), _SE.POS_EULER, T.identity_transform),
+    _external("dlr_sara_grid_clamp"): _config(
+        "image", ("state", None, None), _SE.POS_EULER, T.dlr_sara_grid_clamp_transform
+    ),
+    _external("dlr_edan_shared_control"): _config(
+        "image", ("state", None), _SE.POS_EULER, T.dlr_edan_shared_control_transform
+    ),
+    _external("asu_table_top"): _config("image", _EEF_GRIPPER, _SE.POS_EULER, T.asu_table_top_transform),
+    _external("stanford_robocook"): _config(
+        "image_1",
+        _EEF_GRIPPER,
+        _SE.POS_EULER,
+        T.robocook_transform,
+        secondary="image_2",
+        depth={"primary": "depth_1", "secondary": "depth_2"},
+    ),
+    "imperialcollege_sawyer_wrist_cam": _config(
+        "image", (None,) * 7 + ("state",), _SE.NONE, T.drop_last_action_dim_transform, wrist="wrist_image"
+    ),
+    _external("iamlab_cmu_pickup_insert"): _config(
+        "image", ("joint_state", "gripper_state"), _SE.JOINT, T.iamlab_pick_insert_transform, wrist="wrist_image"
+    ),
+    "uiuc_d3field": _config(
+        "image_1",
+        _NO_STATE,
+        _SE.NONE,
+        T.uiuc_d3field_transform,
+        secondary="image_2",
+        depth={"primary": "depth_1", "secondary": "depth_2"},
+    ),
+    "utaustin_mutex": _config("image", ("state",), _SE.JOINT, T.utaustin_mutex_transform, wrist="wrist_image"),
+    "berkeley_fanuc_manipulation": _config(
+        "image", ("joint_state", None, "gripper_state"), _SE.JOINT, T.berkeley_fanuc_transform, wrist="wrist_image"
+    ),
+    "cmu_playing_with_food": _config(
+        "image", ("state", None, None), _SE.POS_EULER, T.cmu_playing_with_food_transform, wrist="finger_vision_1"
+    ),
+    "cmu_play_fusion": _config("image", ("state",), _SE.JOINT, T.playfusion_transform),
+    "cmu_stretch": _config("image", _EEF_GRIPPER, _SE.POS_EULER, T.cmu_stretch_transform),
+    "berkeley_gnm_recon": _GNM,
+    "berkeley_gnm_cory_hall": _GNM,
+    "berkeley_gnm_sac_son": _GNM,
     "droid": _config(
         "exterior_image_1_left",
         ("proprio",),
@@ -237,8 +414,42 @@ DATASET_CONFIGS: dict[str, DatasetConfig] = {
         secondary="exterior_image_2_left",
         wrist="wrist_image_left",
     ),
+    "fmb_dataset": _config(
+        "image_side_1",
+        ("proprio",),
+        _SE.POS_EULER,
+        T.fmb_transform,
+        secondary="image_side_2",
+        wrist="image_wrist_1",
+        depth={"primary": "image_side_1_depth", "secondary": "image_side_2_depth", "wrist": "image_wrist_1_depth"},
+    ),
+    "dobbe": _config("wrist_image", ("proprio",), _SE.POS_EULER, T.dobbe_transform),
+    "roboset": _config(
+        "image_left",
+        ("proprio",),
+        _SE.JOINT,
+        T.roboset_transform,
+        secondary="image_right",
+        wrist="image_wrist",
+        action_encoding=ActionEncoding.JOINT_POS,
+    ),
+    "rh20t": _config(
+        "image_front", ("proprio",), _SE.POS_EULER, T.rh20t_transform, secondary="image_side_right", wrist="image_wrist"
+    ),
+    **{f"tdroid_{task}": _TDROID for task in _TDROID_TASKS},
+    "droid_wipe": _config(
+        "exterior_image_2_left", ("proprio",), _SE.POS_EULER, T.droid_finetuning_transform, wrist="wrist_image_left"
+    ),
+    "libero_spatial_no_noops": _LIBERO,
+    "libero_object_no_noops": _LIBERO,
+    "libero_goal_no_noops": _LIBERO,
+    "libero_10_no_noops": _LIBERO,
+    # The project's own sim demos (not an OpenVLA dataset)
     "vla_sim": _config("image", _EEF_PAD_GRIPPER, _SE.POS_EULER, T.vla_sim_transform, wrist="wrist_image"),
 }
+
+# OpenVLA's registry also maps "ppgm", "ppgm_static" and "ppgm_wrist" to a transform (T.ppgm_transform) but
+# gives them no dataset config (no image or state keys), so OpenVLA cannot load them; they are not registered.
 
 
 # === LeRobot datasets (LeRobotDataset v3.0 / v2.x directories, read by data_prep/lerobot_reader.py) ===
