@@ -150,13 +150,6 @@ def describe(vla: VLA) -> str:
     return f"{vla.config.vision_backbone} + {vla.config.llm_backbone} ({size} params)"
 
 
-def enable_activation_checkpointing(vla: VLA) -> None:
-    """The model has no switch for it yet: HF's non-reentrant checkpointing on the LLM, timm's on each ViT."""
-    vla.llm_backbone.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    for vit in vla.vision_backbone.featurizers:
-        vit.set_grad_checkpointing(True)
-
-
 def training_batch(vla: VLA, batch_size: int, target: Target) -> dict[str, torch.Tensor]:
     """A collated batch of random images and actions, as the DataModule makes them."""
     rng = np.random.default_rng(0)
@@ -231,9 +224,8 @@ def full_finetune_row(llm: str, batch_size: int, plan: Plan, target: Target) -> 
     vla = build_model(plan.vision, llm, target)
     model = describe(vla)
     batch = training_batch(vla, batch_size, target)
-    enable_activation_checkpointing(vla)
     with single_process_mesh(target) as mesh:
-        module = VLATrainingModule(vla, stage="vla-full-train")
+        module = VLATrainingModule(vla, stage="vla-full-train", activation_checkpointing=True)
         module._device_mesh = mesh  # what Lightning's ModelParallelStrategy sets before calling configure_model
         module.configure_model()  # FSDP2 fully_shard: each ViT block, each LLM layer, then the whole VLA
         optimizer = module.configure_optimizers()
@@ -248,9 +240,8 @@ def adapter_row(stage: str, plan: Plan, target: Target, quick: bool) -> dict[str
     vla = build_model(plan.vision, plan.big_llm, target)
     model = describe(vla)
     batch = training_batch(vla, plan.big_batch, target)
-    enable_activation_checkpointing(vla)
     lora = {"compute_dtype": str(target.dtype).removeprefix("torch.")} if stage == "qlora" else {}
-    module = VLATrainingModule(vla, stage=stage, lora=lora)  # qlora: vla.training.peft.apply_qlora on the bf16 model
+    module = VLATrainingModule(vla, stage=stage, lora=lora, activation_checkpointing=True)  # qlora: vla.training.peft.apply_qlora on the bf16 model
     optimizer = module.configure_optimizers()
     free_memory(target)  # the bf16 decoder weights that QLoRA replaced are gone before the peak is reset
     times = timed_training_steps(module.vla, optimizer, batch, plan, target)
@@ -373,8 +364,9 @@ def notes(plan: Plan, target: Target, quick: bool) -> list[str]:
             "32064 rows), so parameter counts match; prompts tokenize slightly differently from the hub tokenizers."),
         f"Training rows: {precision}; {plan.warmup} warm-up step(s), then the median of {plan.steps}; "
         "a step is forward + backward + optimizer step on one fixed batch (224 px images, OpenVLA prompt, 7 action tokens).",
-        "Activation checkpointing is applied by this bench (the model has no switch for it yet): HF "
-        "activation_checkpointing_enable(use_reentrant=False) on the LLM, timm set_grad_checkpointing(True) on both ViTs.",
+        "Activation checkpointing: VLATrainingModule(activation_checkpointing=True) (train.py's "
+        "module.activation_checkpointing): HF activation_checkpointing_enable(use_reentrant=False) on the LLM, timm "
+        "set_grad_checkpointing(True) on both ViTs.",
         "FSDP2 (rows 1a/1b): VLATrainingModule.configure_model's fully_shard on a world-size-1 process group "
         f"({'nccl' if target.cuda else 'gloo'}): this measures the FSDP2 code path, not sharding gains.",
         "QLoRA/LoRA (rows 2a/2b): VLATrainingModule stage qlora/lora (vla.training.peft; r=32 on every LLM linear, "

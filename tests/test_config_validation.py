@@ -32,6 +32,10 @@ from vla.training.run import train
     ("checkpoint_every_n_steps=0", "checkpoint_every_n_steps=0", "an integer >= 1"),
     ("export=maybe", "export='maybe'", "true or false"),
     ("resume=3", "resume=3", "null, auto or the path of a .ckpt file written by train.py"),
+    ("checkpoint_keep_last=0", "checkpoint_keep_last=0", "an integer >= 1 or null (keep all)"),
+    ("checkpoint_keep_last=two", "checkpoint_keep_last='two'", "an integer >= 1 or null (keep all)"),
+    ("checkpoint_trainable_only=yes", "checkpoint_trainable_only='yes'", "true or false"),
+    ("module.activation_checkpointing=1", "module.activation_checkpointing=1", "true or false"),
 ])
 def test_bad_value_is_named_with_what_is_allowed(tmp_path, override, named, allowed):
     with pytest.raises(ConfigError) as error:

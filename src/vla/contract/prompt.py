@@ -1,10 +1,27 @@
-"""OpenVLA's prompt format and the token layout of one training/inference example.
+"""OpenVLA's prompt formats and the token layout of one training/inference example.
+
+Prompt styles follow Prismatic's prompt builders (``prismatic/models/backbones/llm/prompting/``),
+chosen by the LLM backbone (``LLMSpec.prompt_style``) as Prismatic's ``prompt_builder_fn`` does:
+
+- ``pure`` (``PurePromptBuilder``; ``llama2-*-pure``, OpenVLA-7B):
+  ``In: What action should the robot take to {instruction}?\\nOut:``
+- ``vicuna-v15`` (``VicunaV15ChatPromptBuilder``; ``vicuna-v15-*``, ``openvla-7b-v01``,
+  ``siglip-224px+7b``): ``{VICUNA_V15_SYSTEM_PROMPT} USER: What action ...? ASSISTANT:``
+- ``llama2-chat`` (``LLaMa2ChatPromptBuilder``; ``llama2-*-chat``):
+  ``[INST] <<SYS>\\n{LLAMA2_CHAT_SYSTEM_PROMPT}\\n<</SYS>>\\n\\nWhat action ...? [/INST]``
+  (Prismatic's opening tag really is ``<<SYS>`` with one ``>``; reproduced as is.)
+
+The text is what the builder's ``get_prompt()`` returns after the human turn (the model's turn
+begins after it; the trailing space of ``"Out: "`` / ``"ASSISTANT: "`` / ``"[/INST] "`` is
+stripped, and the instruction is lower-cased).
 
 Training sequence: ``[BOS] prompt [space] a_1 .. a_D [EOS]`` where only the action tokens and the
-stop token carry labels. Inference feeds ``[BOS] prompt [space]`` and greedily decodes D tokens;
-OpenVLA appends the empty-space token (Llama id 29871) at inference because its training text
-``"Out: " + action_chars`` tokenizes to exactly that layout. We build the ids directly instead of
-decoding and re-tokenizing action strings, which gives the same sequence without the round trip.
+stop token carry labels, whatever the style (``RLDSBatchTransform`` labels the last ``D + 1``
+ids of the full conversation). Inference feeds ``[BOS] prompt [space]`` and greedily decodes D
+tokens; OpenVLA appends the empty-space token (Llama id 29871) at inference because its training
+text ``prompt + " " + action_chars + "</s>"`` tokenizes to exactly that layout. We build the ids
+directly instead of decoding and re-tokenizing action strings, which gives the same sequence
+without the round trip.
 """
 
 from __future__ import annotations
@@ -16,28 +33,63 @@ import torch
 
 IGNORE_INDEX = -100
 
+PROMPT_STYLES = ("pure", "vicuna-v15", "llama2-chat")
+# Prismatic's default system prompts for model family "openvla" (identical to "prismatic").
+VICUNA_V15_SYSTEM_PROMPT = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+LLAMA2_CHAT_SYSTEM_PROMPT = (
+    "You are a helpful language and vision assistant. "
+    "You are able to understand the visual content that the user provides, "
+    "and assist the user with a variety of tasks using natural language."
+)
 
-def openvla_prompt(instruction: str) -> str:
-    """The exact OpenVLA prompt text (instruction lower-cased)."""
+
+def check_prompt_style(style: str) -> str:
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"Unknown prompt style {style!r}; choose one of {PROMPT_STYLES}")
+    return style
+
+
+def openvla_prompt(instruction: str, style: str = "pure") -> str:
+    """The exact OpenVLA prompt text for ``style`` (instruction lower-cased), up to the model's turn."""
+    check_prompt_style(style)
     if not isinstance(instruction, str):
         raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
     if not instruction.strip():
         raise ValueError("instruction is empty")
-    return f"In: What action should the robot take to {instruction.lower()}?\nOut:"
+    message = f"What action should the robot take to {instruction.lower()}?"
+    if style == "vicuna-v15":
+        return f"{VICUNA_V15_SYSTEM_PROMPT} USER: {message} ASSISTANT:"
+    if style == "llama2-chat":
+        return f"[INST] <<SYS>\n{LLAMA2_CHAT_SYSTEM_PROMPT}\n<</SYS>>\n\n{message} [/INST]"
+    return f"In: {message}\nOut:"
 
 
 @dataclass(frozen=True)
 class PromptTokenizer:
-    """Turns (instruction, action token ids) into input ids + labels with OpenVLA's masking."""
+    """Turns (instruction, action token ids) into input ids + labels with OpenVLA's masking.
+
+    ``style`` is the LLM backbone's prompt style (:data:`PROMPT_STYLES`).
+    """
 
     tokenizer: object  # a transformers tokenizer
     bos_token_id: int
     eos_token_id: int
     space_token_id: int
+    style: str = "pure"
+
+    def __post_init__(self):
+        check_prompt_style(self.style)
+
+    def prompt_text(self, instruction: str) -> str:
+        """The prompt text in this tokenizer's style (without BOS)."""
+        return openvla_prompt(instruction, self.style)
 
     def prompt_ids(self, instruction: str) -> list[int]:
         """``[BOS] prompt [space]``: exactly what the model sees before the first action token."""
-        ids = self.tokenizer(openvla_prompt(instruction), add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(self.prompt_text(instruction), add_special_tokens=False)["input_ids"]
         ids = [self.bos_token_id, *ids]
         if ids[-1] != self.space_token_id:
             ids.append(self.space_token_id)

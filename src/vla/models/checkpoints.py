@@ -57,6 +57,11 @@ def load_training_checkpoint(ckpt: str | Path) -> VLA:
     stored = state.get(TRAINING_CHECKPOINT_KEY)
     if stored is None:
         raise ValueError(f"{ckpt} was not written by vla's train.py (no {TRAINING_CHECKPOINT_KEY!r} entry)")
+    if stored.get("trainable_only"):
+        raise ValueError(
+            f"{ckpt} is a trainable-only step checkpoint (checkpoint_trainable_only=true): it lacks the frozen base "
+            "weights, so it cannot be loaded or exported on its own. Use the run's last.ckpt (always full), or resume "
+            "the run from this file with train.py (resume=<path>), which rebuilds the base, and export its last.ckpt.")
     vla = VLA(VLAConfig.from_dict(stored["config"]), norm_stats=stored["norm_stats"])
     if stored["stage"] in ("lora", "qlora"):  # rebuild the adapters (and 4-bit layers) the weights belong to
         lora = dict(stored["lora"])

@@ -4,6 +4,11 @@ The model carries its :class:`VLAConfig` (``vla.config``), so any VLA can be sav
 Saved configs (``vla_config.json``, the ``.ckpt`` ``["vla"]["config"]`` entry, the ``vla_config``
 entry of an exported OpenVLA ``config.json``) hold :data:`SAVED_FIELDS` only: the ``pretrained_*``
 flags say where *initial* weights come from, and saved weights replace those.
+
+``attn_implementation: auto`` picks the attention kernel when the LLM is built
+(:func:`resolve_attn_implementation`): FlashAttention-2 where the ``flash_attn`` package imports and CUDA
+is available, else SDPA (numerically the same model). Saved configs record the *request* (``auto``), not
+the kernel picked, so a model exported on a GPU machine loads on a CPU one and vice versa.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from vla.models.llm import LLM_BACKBONES
 from vla.models.projectors import PROJECTORS
 from vla.models.vision import VISION_BACKBONES
 
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
 SAVED_FIELDS = ("vision_backbone", "llm_backbone", "projector", "image_resize_strategy", "n_action_bins", "model_id",
                 "attn_implementation")
 REQUIRED_FIELDS = ("vision_backbone", "llm_backbone")
@@ -33,7 +38,7 @@ class VLAConfig:
     image_resize_strategy: str = "resize-naive"
     n_action_bins: int = 256
     model_id: str | None = None  # None: "<vision_backbone>+<llm_backbone>"
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "sdpa"  # or auto: flash_attention_2 when available, else sdpa (saved as auto)
     pretrained_vision: bool = False
     pretrained_llm: bool = False
 
@@ -67,6 +72,29 @@ class VLAConfig:
         if missing:
             raise ValueError(f"VLA config lacks required keys {missing}")
         return cls(**data)
+
+
+def flash_attention_2_available() -> bool:
+    """The ``flash_attn`` package imports (at a version transformers supports) and CUDA is available."""
+    from transformers.utils import is_flash_attn_2_available
+
+    return bool(is_flash_attn_2_available())
+
+
+def resolve_attn_implementation(requested: str) -> str:
+    """The attention kernel to build the LLM with: ``auto`` -> ``flash_attention_2`` when
+    :func:`flash_attention_2_available`, else ``sdpa``; an explicit ``flash_attention_2`` needs the package."""
+    _check_choice("attn_implementation", requested, ATTN_IMPLEMENTATIONS)
+    if requested == "auto":
+        return "flash_attention_2" if flash_attention_2_available() else "sdpa"
+    if requested == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ImportError("attn_implementation=flash_attention_2 needs the flash_attn package (pip install "
+                              "flash-attn --no-build-isolation, CUDA only), which is not installed; use "
+                              "attn_implementation=auto (flash_attention_2 when installed, else sdpa) or sdpa")
+    return requested
 
 
 def _check_choice(field: str, value: Any, allowed) -> None:

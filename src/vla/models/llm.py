@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
 
+from vla.contract.prompt import check_prompt_style
+
 PAD_TOKEN = "<PAD>"
 PAD_TO_MULTIPLE_OF = 64  # Prismatic pads the embedding matrix (32001 -> 32064 for Llama-2)
 
@@ -47,6 +49,13 @@ class LLMSpec:
     tokenizer: str  # HF repo id, or "mistral-sp" for the offline SentencePiece Llama tokenizer
     space_token: str = "▁"  # the "empty" token OpenVLA appends to prompts at inference
     has_pad_token: bool = False  # False: a <PAD> token is added and the embeddings are padded
+    # Prismatic's prompt builder for this backbone (vla.contract.prompt.PROMPT_STYLES): "pure" for
+    # llama2-*-pure (OpenVLA-7B), "vicuna-v15" for vicuna-v15-* (openvla-7b-v01, siglip-224px+7b),
+    # "llama2-chat" for llama2-*-chat. Training examples and inference prompts both use it.
+    prompt_style: str = "pure"
+
+    def __post_init__(self):
+        check_prompt_style(self.prompt_style)
 
     def padded_vocab_size(self) -> int:
         """Embedding rows after Prismatic's padding (32000 + <PAD> -> 32064 for Llama-2)."""
@@ -61,7 +70,7 @@ def _padded(n_tokens: int) -> int:
 
 LLM_BACKBONES: dict[str, LLMSpec] = {
     "llama2-7b": LLMSpec("meta-llama/Llama-2-7b-hf", _LLAMA2_7B, "meta-llama/Llama-2-7b-hf"),
-    "vicuna-v15-7b": LLMSpec("lmsys/vicuna-7b-v1.5", _LLAMA2_7B, "lmsys/vicuna-7b-v1.5"),
+    "vicuna-v15-7b": LLMSpec("lmsys/vicuna-7b-v1.5", _LLAMA2_7B, "lmsys/vicuna-7b-v1.5", prompt_style="vicuna-v15"),
     "qwen25-0_5b": LLMSpec("Qwen/Qwen2.5-0.5B", _QWEN25_05B, "Qwen/Qwen2.5-0.5B", space_token="Ġ", has_pad_token=True),
     "tiny-llama": LLMSpec(None, _TINY_LLAMA, "mistral-sp"),
 }
@@ -159,6 +168,9 @@ class LLMBackbone(nn.Module):
     def _build(self, spec: LLMSpec, pretrained: bool, attn_implementation: str,
                llm_config: PreTrainedConfig | None) -> nn.Module:
         """Pretrained weights, or random ones shaped by ``llm_config`` (a checkpoint's) or the registry."""
+        from vla.models.config import resolve_attn_implementation  # late: config imports this module
+
+        attn_implementation = resolve_attn_implementation(attn_implementation)  # auto -> flash_attention_2 | sdpa
         if llm_config is not None:
             if pretrained:
                 raise ValueError("Give an LLM architecture (llm_config) or pretrained weights, not both")

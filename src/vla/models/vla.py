@@ -54,8 +54,11 @@ class VLA(nn.Module):
                                         attn_implementation=config.attn_implementation, llm_config=llm_config)
         self.projector = build_projector(config.projector, self.vision_backbone.embed_dim, self.llm_backbone.embed_dim)
         self.action_tokenizer = ActionTokenizer(vocab_size=self.llm_backbone.base_vocab_size, n_bins=config.n_action_bins)
+        # The prompt style belongs to the LLM backbone (its registry entry), so exports and imports that
+        # name the same backbone prompt the same way.
         self.prompt_tokenizer = PromptTokenizer(self.llm_backbone.tokenizer, self.llm_backbone.bos_token_id,
-                                                self.llm_backbone.eos_token_id, self.llm_backbone.space_token_id)
+                                                self.llm_backbone.eos_token_id, self.llm_backbone.space_token_id,
+                                                style=self.llm_backbone.spec.prompt_style)
         self.norm_stats: dict[str, Any] = dict(norm_stats or {})
 
     # ------------------------------------------------------------------ properties

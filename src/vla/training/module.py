@@ -4,6 +4,11 @@ Everything a checkpoint needs to become a standalone model (the model's ``VLACon
 statistics, the stage and LoRA settings) is stored in it, next to Lightning's full training state
 (weights, optimizer, scheduler, loop position, the DataModule's stream position) plus RNG states and
 the running sums of the epoch averages, so a resumed run's ``*_epoch`` metrics cover the whole run.
+
+Step checkpoints may leave out the frozen weights (``checkpoint_trainable_only``, for LoRA/QLoRA runs):
+such a file is marked ``trainable_only`` and holds a fingerprint of the frozen weights; resuming from it
+takes them from the model the run rebuilt from its config and refuses when they differ from the saved
+run's. ``load_checkpoint`` / ``vla-export`` refuse these files (they cannot rebuild the base alone).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class VLATrainingModule(pl.LightningModule):
         warmup_ratio: float = 0.0,
         lora: dict[str, Any] | None = None,
         fsdp_reshard_after_forward: bool = True,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.run_info: dict[str, Any] = {}  # data, mixture, command: set by the run, stored for model cards
@@ -67,7 +73,11 @@ class VLATrainingModule(pl.LightningModule):
         self.lr_schedule, self.warmup_ratio = lr_schedule, warmup_ratio
         self.lora = dict(lora or {})
         self.fsdp_reshard_after_forward = fsdp_reshard_after_forward
+        self.activation_checkpointing = activation_checkpointing
+        self.save_trainable_only = False  # set by TrainableOnlyCheckpoint around each step checkpoint it writes
         self._apply_stage()
+        if activation_checkpointing:  # after LoRA (input grads), before configure_model (FSDP2 wraps the blocks)
+            enable_activation_checkpointing(self.vla)
         self.metrics = torch.nn.ModuleDict()  # "<split>_<metric>" and, for mixtures, "<split>_<metric>@<dataset>"
         for split in ("train", "val"):
             for name in ("loss", "action_accuracy", "l1"):
@@ -171,6 +181,16 @@ class VLATrainingModule(pl.LightningModule):
             "run": self.run_info,
         }
         checkpoint["rng_states"] = _rng_states()
+        if self.save_trainable_only:
+            frozen = self.frozen_weight_keys()
+            state = checkpoint["state_dict"]
+            checkpoint[TRAINING_CHECKPOINT_KEY].update(
+                trainable_only=True, frozen_fingerprint=_fingerprint({k: state[k] for k in frozen if k in state}))
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
+
+    def frozen_weight_keys(self) -> set[str]:
+        """State-dict keys (``vla.`` prefixed) of the parameters this stage does not train."""
+        return {f"vla.{name}" for name, p in self.vla.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get(TRAINING_CHECKPOINT_KEY, {})
@@ -178,7 +198,23 @@ class VLATrainingModule(pl.LightningModule):
             self.vla.norm_stats = stored["norm_stats"]
         if "rng_states" in checkpoint:
             _set_rng_states(checkpoint["rng_states"])
+        if stored.get("trainable_only"):
+            self._fill_frozen_weights(checkpoint["state_dict"], stored.get("frozen_fingerprint", {}))
         self._match_metric_states(checkpoint["state_dict"])
+
+    def _fill_frozen_weights(self, state_dict: dict[str, Any], fingerprint: dict[str, list[float]]) -> None:
+        """A trainable-only checkpoint: the frozen weights come from the model this run built from its config,
+        which must be the saved run's base (checked against the fingerprint the checkpoint holds)."""
+        own = {k: _full(v) for k, v in self.state_dict().items() if k in self.frozen_weight_keys() and k not in state_dict}
+        differing = sorted(k for k, value in _fingerprint(own).items() if k in fingerprint and not _same_print(value, fingerprint[k]))
+        missing = sorted(set(fingerprint) - set(own) - set(state_dict))
+        if differing or missing:
+            raise ValueError(
+                "Cannot resume from a trainable-only checkpoint (checkpoint_trainable_only=true): the frozen weights this "
+                f"run built from its model config differ from the saved run's ({len(differing)} tensors differ, e.g. "
+                f"{(differing or missing)[:3]}; {len(missing)} missing). Resume with the same model/checkpoint/seed "
+                "settings, or from the run's last.ckpt (always a full checkpoint).")
+        state_dict.update(own)
 
     def _match_metric_states(self, state_dict: dict[str, Any]) -> None:
         """Create the per-dataset means the checkpoint holds; fresh sums for checkpoints saved without them."""
@@ -191,6 +227,36 @@ class VLATrainingModule(pl.LightningModule):
     def on_train_start(self) -> None:
         """Strategies that restore checkpoints after moving the model (FSDP) leave loaded sums on the CPU."""
         self.metrics.to(self.device)
+
+
+def enable_activation_checkpointing(vla: VLA) -> None:
+    """Non-reentrant activation checkpointing of every transformer block: each LLM decoder layer (HF's
+    ``activation_checkpointing_enable``, which also makes the input embeddings' output require grad, so frozen
+    embeddings under LoRA still pass gradients into checkpointed blocks) and each ViT block (timm's
+    ``set_grad_checkpointing``, honoured by ``get_intermediate_layers``). Blocks recompute only in training mode."""
+    llm = vla.llm_backbone.llm
+    llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})  # + enable_input_require_grads
+    for vit in vla.vision_backbone.featurizers:
+        vit.set_grad_checkpointing(True)
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP2 shard (DTensor), else the tensor."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def _fingerprint(state: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Per tensor: its sum and its sum of absolute values (float64), to tell one set of frozen weights from another."""
+    out = {}
+    for key, tensor in state.items():
+        values = _full(tensor).detach().double()
+        out[key] = [float(values.sum()), float(values.abs().sum())]
+    return out
+
+
+def _same_print(a: list[float], b: list[float]) -> bool:
+    scale = max(abs(a[1]), abs(b[1]), 1e-12)
+    return abs(a[0] - b[0]) <= 1e-6 * scale and abs(a[1] - b[1]) <= 1e-6 * scale
 
 
 def _rng_states() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from vla.training.checkpoint_io import AtomicCheckpointIO
 from vla.training.curves import read_curves, write_training_curves
 from vla.training.config_checks import STRATEGIES, check_train_config
 from vla.training.loggers import ResumableCSVLogger
-from vla.training.resume import ResumePoint, remove_stale_temporaries, resolve_resume
+from vla.training.resume import LAST, ResumePoint, remove_stale_temporaries, resolve_resume
 
 WRITTEN_DIRS = ("", "checkpoints", "logs", "export")  # where a run writes files atomically, under its run dir
 GENERATION_KEYS = ("episodes", "seed", "image_size", "suite", "n_objects", "noise_std", "paired")  # data.embedded -> sim generator
@@ -71,6 +71,40 @@ def build_strategy(strategy: DictConfig | None) -> Any:
     return "auto"
 
 
+class StepCheckpoint(ModelCheckpoint):
+    """``step<N>.ckpt`` every n steps plus a full ``last.ckpt``; ``trainable_only``: step files without frozen weights."""
+
+    def __init__(self, *args: Any, trainable_only: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.trainable_only = trainable_only
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key, so the callback state of checkpoints written before this subclass still loads."""
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        module = trainer.lightning_module
+        module.save_trainable_only = self.trainable_only and Path(filepath).name != LAST
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            module.save_trainable_only = False
+
+
+def build_checkpoint_callback(checkpoint_dir: Path, every_n_steps: int, keep_last: int | None,
+                              trainable_only: bool = False) -> StepCheckpoint:
+    """Step checkpoints every ``every_n_steps``; ``keep_last`` N: only the N newest (by global step) stay, null: all.
+
+    ``last.ckpt`` is always written in full and never counted or deleted.
+    """
+    common = dict(dirpath=checkpoint_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                  every_n_train_steps=every_n_steps, save_last=True, trainable_only=trainable_only)
+    if keep_last is None:
+        return StepCheckpoint(save_top_k=-1, **common)
+    return StepCheckpoint(save_top_k=keep_last, monitor="step", mode="max", **common)
+
+
 def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Run one training job; returns the final metrics (also written to <run dir>/metrics.json).
 
@@ -94,8 +128,8 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     module = instantiate(cfg.module, vla=vla, lora=OmegaConf.to_container(cfg.module.lora) if cfg.module.lora else None,
                          fsdp_reshard_after_forward=(strategy_cfg or {}).get("reshard_after_forward", True))
 
-    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                  every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=-1, save_last=True)
+    checkpoints = build_checkpoint_callback(checkpoint_dir, cfg.checkpoint_every_n_steps, cfg.get("checkpoint_keep_last"),
+                                            bool(cfg.get("checkpoint_trainable_only", False)))
     strategy = build_strategy(strategy_cfg)
     plugins = [AtomicCheckpointIO()] if strategy == "auto" else []
     trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints, *callbacks], plugins=plugins)
