@@ -12,6 +12,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# Triton (loaded by torch._dynamo through torchvision.ops) segfaults when its native library loads
+# after TensorFlow's in the same process; test modules that import TensorFlow at collection time
+# (the RLDS readers) would otherwise make the order of test files decide whether pytest crashes.
+import torchvision.ops  # noqa: E402, F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_BRIDGE = REPO_ROOT.parent / "shared" / "data" / "rlds" / "octo_bridge_debug"
 

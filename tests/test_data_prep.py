@@ -180,8 +180,8 @@ def reference_stats(values: np.ndarray) -> dict[str, np.ndarray]:
         "std": values.std(0),
         "min": values.min(0),
         "max": values.max(0),
-        "q01": np.quantile(values, 0.01, axis=0),
-        "q99": np.quantile(values, 0.99, axis=0),
+        "q01": np.quantile(values.astype(np.float64), 0.01, axis=0),  # OpenVLA's outputs: the float64 computation
+        "q99": np.quantile(values.astype(np.float64), 0.99, axis=0),
     }
 
 

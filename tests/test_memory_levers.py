@@ -146,7 +146,8 @@ def test_lora_trainable_only_step_checkpoints_resume_and_refuse_export(tmp_path,
 
 def test_attn_implementation_auto_resolves_to_sdpa_without_flash_attn_and_is_saved_as_requested():
     from vla.models import build_vla
-    from vla.models.config import VLAConfig, flash_attention_2_available, resolve_attn_implementation
+    from vla.models.config import VLAConfig
+    from vla.models.llm import flash_attention_2_available, resolve_attn_implementation
 
     assert not flash_attention_2_available()  # flash_attn is not installed here (and there is no CUDA)
     assert resolve_attn_implementation("auto") == "sdpa" and resolve_attn_implementation("eager") == "eager"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vla.contract.normalization import normalize
-from vla.data.statistics import compute_statistics, load_statistics, write_statistics
+from vla.data.statistics import compute_statistics, load_statistics, openvla_quantile, write_statistics
 
 
 def test_values_are_population_std_and_linear_quantiles_over_all_episodes():
@@ -61,3 +61,34 @@ def test_write_and_load_pin_the_file_hash(tmp_path):
         load_statistics(tmp_path, sha)
     with pytest.raises(FileNotFoundError, match="dataset_statistics.json"):
         load_statistics(tmp_path / "missing")
+
+
+def test_quantiles_are_openvla_numpy1_float64_not_numpy2_float32():
+    # OpenVLA ran np.quantile on float32 under NumPy 1.x, which interpolates in float64; NumPy 2 stays in
+    # float32. On data whose sorted neighbours are close (b - a exact in float32) that is exactly the
+    # float64 computation.
+    values = np.random.default_rng(0).normal(0.0, 0.02, (1000, 6)).astype(np.float32) + np.float32(0.5)
+    stats = compute_statistics([values[:500], values[500:]], None)["action"]
+    for key, q in (("q01", 0.01), ("q99", 0.99)):
+        float64 = np.quantile(values.astype(np.float64), q, axis=0)
+        assert stats[key] == float64.tolist(), key
+        if np.lib.NumpyVersion(np.__version__) >= "2.0.0":  # NumPy 2's float32 quantile differs
+            assert stats[key] != np.quantile(values, q, axis=0).astype(np.float64).tolist(), key
+        assert openvla_quantile(values, q).dtype == np.float64
+    # mean / std: OpenVLA's float32 values.mean(0) / values.std(0) (float32 accumulation), not float64
+    assert stats["mean"] == values.mean(0).tolist() and stats["std"] == values.std(0).tolist()
+    assert stats["min"] == values.min(0).tolist() and stats["max"] == values.max(0).tolist()
+
+
+def test_quantiles_round_the_neighbour_difference_in_float32_as_numpy1():
+    # Expected values printed by NumPy 1.26.4's np.quantile on this float32 array. Column 0's neighbours
+    # -0.1 and 0.3 differ by 0.4, which rounds in float32: NumPy 1.x's result is then neither the float64
+    # computation (-0.09200000122189522) nor NumPy 2's float32 one (-0.09200000017881393).
+    values = np.array([[-0.1, 1.1], [0.3, 1.3], [0.7, 1.7]], dtype=np.float32)
+    stats = compute_statistics([values], None)["action"]
+    assert stats["q01"] == [-0.09200000137090683, 1.1040000224113464]
+    assert stats["q99"] == [0.6919999885559082, 1.692000045776367]
+    one = np.array([[2.5, -1.0]], dtype=np.float32)  # a single row: every quantile is that row
+    assert openvla_quantile(one, 0.01).tolist() == openvla_quantile(one, 0.99).tolist() == [2.5, -1.0]
+    with_nan = np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 3.0]], dtype=np.float32)
+    assert np.isnan(openvla_quantile(with_nan, 0.5)[0]) and openvla_quantile(with_nan, 0.5)[1] == 2.0

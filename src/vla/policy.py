@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from vla.contract.images import as_rgb_uint8, center_crop, resize_like_openvla
-from vla.contract.normalization import unnormalize
+from vla.contract.normalization import normalization_kind, unnormalize
 from vla.models import VLA, load_checkpoint
 from vla.models.factory import float_dtype
 from vla.models.quantization import QUANTIZE_MODES, quantize_llm
@@ -85,12 +85,20 @@ class Policy:
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[Image.Image | np.ndarray], instructions: Sequence[str],
                       unnorm_key: str | None = None) -> np.ndarray:
-        """[B, action_dim] un-normalized actions for B (image, instruction) pairs, in one model call."""
+        """[B, action_dim] un-normalized actions for B (image, instruction) pairs, in one model call.
+
+        The inverse is the one of the kind the statistics record (:meth:`normalization`): statistics
+        without a kind (OpenVLA's checkpoints) get BOUNDS_Q99, as OpenVLA's ``predict_action``.
+        """
         key = self.resolve_unnorm_key(unnorm_key)
         stats = self.model.norm_stats[key]["action"]
         inputs = self.processor.inference_batch([self.preprocess(image) for image in images], instructions)
         tokens = self.model.generate_action_tokens(**inputs, action_dim=len(stats["q01"]))
-        return unnormalize(self.processor.decode_actions(tokens), stats)
+        return unnormalize(self.processor.decode_actions(tokens), stats, kind=normalization_kind(stats))
+
+    def normalization(self, unnorm_key: str | None = None) -> str:
+        """The normalization kind actions are un-normalized with: the statistics' own, else ``bounds_q99``."""
+        return normalization_kind(self.model.norm_stats[self.resolve_unnorm_key(unnorm_key)]["action"])
 
     def act(self, image: Image.Image | np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
         """One un-normalized action [action_dim] for one RGB image and instruction."""
@@ -101,7 +109,8 @@ class Policy:
 
     def info(self) -> dict[str, Any]:
         keys = sorted(self.model.norm_stats)
-        return {"model": self.model_id, "unnorm_keys": keys, "action_dims": {key: self.action_dim(key) for key in keys}}
+        return {"model": self.model_id, "unnorm_keys": keys, "action_dims": {key: self.action_dim(key) for key in keys},
+                "normalization": {key: self.normalization(key) for key in keys}}
 
 
 def load_policy(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "float32",

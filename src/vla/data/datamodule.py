@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from vla.data.augmentation import OpenVLAAugmentation
 from vla.data.mixtures import resolve_mixture
+from vla.contract.normalization import with_normalization_kind
 from vla.contract.processor import VLAProcessor
 from vla.data.shards import (
     ACTION_MEMBER,
@@ -391,8 +392,14 @@ class VLADataModule(pl.LightningDataModule):
 
     @property
     def dataset_statistics(self) -> dict[str, Any]:
-        """``{dataset_name: statistics}`` in OpenVLA's layout; becomes ``VLA.norm_stats``."""
-        return {dataset.dataset: dataset.statistics[dataset.dataset] for dataset in self._load()}
+        """``{dataset_name: statistics}`` in OpenVLA's layout; becomes ``VLA.norm_stats``.
+
+        Each dataset's ``action`` and ``proprio`` entries also record the manifest's normalization
+        kind (``"normalization": "bounds_q99" | "bounds" | "normal"``, a key OpenVLA ignores), so the
+        model un-normalizes its actions with the kind its targets were normalized with.
+        """
+        return {dataset.dataset: with_normalization_kind(dataset.statistics[dataset.dataset], dataset.normalization)
+                for dataset in self._load()}
 
     @property
     def sampling_weights(self) -> dict[str, float]:

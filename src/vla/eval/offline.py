@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vla.atomic import write_json_atomic
+from vla.contract.normalization import normalization_kind
 from vla.contract.prompt import IGNORE_INDEX
 from vla.data.datamodule import VLADataModule
 from vla.models.vla import VLA
@@ -90,15 +91,33 @@ def _accumulate(vla: VLA, batch: dict[str, Any], device: str, sums: dict[str, fl
 
 
 def _warn_on_statistics_mismatch(model_stats: Mapping[str, Any], data_stats: Mapping[str, Any]) -> None:
-    """Shards are normalized with the data's statistics; a model trained on other ones sees shifted targets."""
+    """Shards are normalized with the data's statistics; a model trained on other ones sees shifted targets.
+
+    Compares the normalization kind (missing: ``bounds_q99``, as OpenVLA) and the statistics that kind
+    uses (``q01``/``q99``, ``min``/``max`` or ``mean``/``std``) plus the mask.
+    """
     for name, stats in data_stats.items():
         if name not in model_stats:
             continue
         ours, theirs = model_stats[name]["action"], stats["action"]
-        if not (np.allclose(ours["q01"], theirs["q01"]) and np.allclose(ours["q99"], theirs["q99"])):
-            warnings.warn(f"The checkpoint's action statistics for {name!r} differ from the prepared data's: "
-                          "the scores are against targets normalized differently from what the model learnt",
-                          stacklevel=3)
+        our_kind, their_kind = normalization_kind(ours), normalization_kind(theirs)
+        if our_kind != their_kind:
+            warnings.warn(f"The checkpoint un-normalizes {name!r} actions as {our_kind!r}, but the prepared data is "
+                          f"normalized as {their_kind!r}: the scores are against targets normalized differently "
+                          "from what the model learnt", stacklevel=3)
+            continue
+        keys = _KIND_STATISTICS[our_kind]
+        same = all(np.allclose(ours[key], theirs[key]) for key in keys)
+        dims = len(theirs["q01"])
+        same = same and np.array_equal(np.asarray(ours.get("mask", [True] * dims), dtype=bool),
+                                       np.asarray(theirs.get("mask", [True] * dims), dtype=bool))
+        if not same:
+            warnings.warn(f"The checkpoint's action statistics for {name!r} ({our_kind}: {', '.join(keys)}, mask) differ "
+                          "from the prepared data's: the scores are against targets normalized differently from what "
+                          "the model learnt", stacklevel=3)
+
+
+_KIND_STATISTICS = {"bounds_q99": ("q01", "q99"), "bounds": ("min", "max"), "normal": ("mean", "std")}
 
 
 def write_offline_results(out_dir: str | os.PathLike, metrics: Mapping[str, float],

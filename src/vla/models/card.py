@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vla.contract.normalization import normalization_kind
 from vla.models.vla import VLA
 
 CARD_FILE = "README.md"
@@ -35,8 +36,8 @@ def model_card(vla: VLA, directory: str, training: Mapping[str, Any] | None = No
         *_training_section(training),
         "## Normalization",
         "",
-        "Actions are un-normalized with these statistics (`unnorm_key`; BOUNDS_Q99: "
-        "`0.5 (a + 1) (q99 - q01) + q01` where the mask is true):",
+        "Actions are un-normalized with these statistics (`unnorm_key`), where the mask is true, by each "
+        "dataset's normalization kind (listed below the table):",
         "",
         "| unnorm_key | action dim | normalized dims (mask) | transitions |",
         "|---|---:|---|---:|",
@@ -88,13 +89,25 @@ def _training_section(training: Mapping[str, Any] | None) -> list[str]:
 
 
 def _statistics_rows(norm_stats: Mapping[str, Any]) -> list[str]:
-    rows = []
+    """The statistics table's rows, then (after the table) each key's normalization kind and inverse.
+
+    A kind missing from the statistics (OpenVLA's checkpoints) is ``bounds_q99``, as OpenVLA.
+    """
+    rows, kinds = [], []
     for key, stats in sorted(norm_stats.items()):
         action = stats.get("action", {})
         mask = action.get("mask") or [True] * len(action.get("q01", []))
         rows.append(f"| `{key}` | {len(action.get('q01', []))} | {''.join('1' if m else '0' for m in mask)} | "
                     f"{stats.get('num_transitions', '')} |")
-    return rows or ["| (none) | | | |"]
+        kind = normalization_kind(action)
+        kinds.append(f"- `{key}`: `{kind}` ({_INVERSES[kind]})")
+    if not rows:
+        return ["| (none) | | | |"]
+    return [*rows, "", "Normalization kind per `unnorm_key` (the inverse applied where the mask is true):", "", *kinds]
+
+
+_INVERSES = {"bounds_q99": "`0.5 (a + 1) (q99 - q01) + q01`", "bounds": "`0.5 (a + 1) (max - min) + min`",
+             "normal": "`a * std + mean`"}
 
 
 def _key_argument(norm_stats: Mapping[str, Any]) -> str:

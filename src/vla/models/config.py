@@ -6,7 +6,7 @@ entry of an exported OpenVLA ``config.json``) hold :data:`SAVED_FIELDS` only: th
 flags say where *initial* weights come from, and saved weights replace those.
 
 ``attn_implementation: auto`` picks the attention kernel when the LLM is built
-(:func:`resolve_attn_implementation`): FlashAttention-2 where the ``flash_attn`` package imports and CUDA
+(:func:`vla.models.llm.resolve_attn_implementation`): FlashAttention-2 where the ``flash_attn`` package imports and CUDA
 is available, else SDPA (numerically the same model). Saved configs record the *request* (``auto``), not
 the kernel picked, so a model exported on a GPU machine loads on a CPU one and vice versa.
 """
@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vla.contract.image_transform import RESIZE_STRATEGIES
-from vla.models.llm import LLM_BACKBONES
+from vla.models.llm import ATTN_IMPLEMENTATIONS, LLM_BACKBONES
 from vla.models.projectors import PROJECTORS
 from vla.models.vision import VISION_BACKBONES
 
-ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
 SAVED_FIELDS = ("vision_backbone", "llm_backbone", "projector", "image_resize_strategy", "n_action_bins", "model_id",
                 "attn_implementation")
 REQUIRED_FIELDS = ("vision_backbone", "llm_backbone")
@@ -72,29 +71,6 @@ class VLAConfig:
         if missing:
             raise ValueError(f"VLA config lacks required keys {missing}")
         return cls(**data)
-
-
-def flash_attention_2_available() -> bool:
-    """The ``flash_attn`` package imports (at a version transformers supports) and CUDA is available."""
-    from transformers.utils import is_flash_attn_2_available
-
-    return bool(is_flash_attn_2_available())
-
-
-def resolve_attn_implementation(requested: str) -> str:
-    """The attention kernel to build the LLM with: ``auto`` -> ``flash_attention_2`` when
-    :func:`flash_attention_2_available`, else ``sdpa``; an explicit ``flash_attention_2`` needs the package."""
-    _check_choice("attn_implementation", requested, ATTN_IMPLEMENTATIONS)
-    if requested == "auto":
-        return "flash_attention_2" if flash_attention_2_available() else "sdpa"
-    if requested == "flash_attention_2":
-        import importlib.util
-
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ImportError("attn_implementation=flash_attention_2 needs the flash_attn package (pip install "
-                              "flash-attn --no-build-isolation, CUDA only), which is not installed; use "
-                              "attn_implementation=auto (flash_attention_2 when installed, else sdpa) or sdpa")
-    return requested
 
 
 def _check_choice(field: str, value: Any, allowed) -> None:

@@ -40,6 +40,33 @@ _TINY_LLAMA = dict(
 )
 
 
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
+
+
+def flash_attention_2_available() -> bool:
+    """The ``flash_attn`` package imports (at a version transformers supports) and CUDA is available."""
+    from transformers.utils import is_flash_attn_2_available
+
+    return bool(is_flash_attn_2_available())
+
+
+def resolve_attn_implementation(requested: str) -> str:
+    """The attention kernel to build the LLM with: ``auto`` -> ``flash_attention_2`` when
+    :func:`flash_attention_2_available`, else ``sdpa``; an explicit ``flash_attention_2`` needs the package."""
+    if requested not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"Unknown attn_implementation {requested!r}; choose one of {list(ATTN_IMPLEMENTATIONS)}")
+    if requested == "auto":
+        return "flash_attention_2" if flash_attention_2_available() else "sdpa"
+    if requested == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ImportError("attn_implementation=flash_attention_2 needs the flash_attn package (pip install "
+                              "flash-attn --no-build-isolation, CUDA only), which is not installed; use "
+                              "attn_implementation=auto (flash_attention_2 when installed, else sdpa) or sdpa")
+    return requested
+
+
 @dataclass(frozen=True)
 class LLMSpec:
     """Where a backbone's weights/tokenizer come from and what its architecture is."""
@@ -168,8 +195,6 @@ class LLMBackbone(nn.Module):
     def _build(self, spec: LLMSpec, pretrained: bool, attn_implementation: str,
                llm_config: PreTrainedConfig | None) -> nn.Module:
         """Pretrained weights, or random ones shaped by ``llm_config`` (a checkpoint's) or the registry."""
-        from vla.models.config import resolve_attn_implementation  # late: config imports this module
-
         attn_implementation = resolve_attn_implementation(attn_implementation)  # auto -> flash_attention_2 | sdpa
         if llm_config is not None:
             if pretrained:
