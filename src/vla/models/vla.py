@@ -155,7 +155,10 @@ class VLA(nn.Module):
         # Left-align for generation: move each row's padding to the front.
         embeds, mask = _right_to_left_padding(embeds, mask)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.llm_backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+        # Only the last position's logits choose the first token: the output head (vocabulary-wide) runs
+        # on one position instead of every patch and prompt position.
+        out = self.llm_backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                                logits_to_keep=1)
         generated = []
         for step in range(action_dim):
             next_token = out.logits[:, -1].argmax(dim=-1)
