@@ -12,6 +12,14 @@ planned shards; each finished shard is recorded in ``_progress/part-<i>-of-<n>.j
 skips it, and ``manifest.json`` is written once every planned shard is recorded. Output depends
 only on the source and the options, so an interrupted run resumes to identical bytes and
 ``shard_index`` / ``num_shards`` can split the write pass across machines.
+
+OpenVLA's data filters, in its order (``rlds/dataset.py``: statistics over every episode of every
+split, then normalization, then ``apply_trajectory_transforms`` filters, then the per-dataset frame
+filter): statistics cover every standardized episode; then an episode is skipped when no step has an
+instruction (``skip_unlabeled``), when any normalized |action| > ``max_action`` or any normalized
+|proprio| > ``max_proprio``; then, for registry entries with ``zero_action_dims`` (DROID), every
+transition whose normalized action equals the normalized zero in those dims is dropped. Skipped
+episodes are listed with their reason in the manifest, dropped transitions counted per split.
 """
 
 from __future__ import annotations
@@ -139,6 +147,24 @@ def _standard_episodes(
             yield index, metadata, error
 
 
+ZERO_ACTION_ATOL = 1e-5  # OpenVLA's zero_action_filter: kept when any |a - normalized_zero| > 1e-5
+
+
+def zero_action_keep(actions: np.ndarray, action_stats: dict, normalization: str, dims: tuple[int, ...]) -> np.ndarray:
+    """Which transitions OpenVLA's DROID ``zero_action_filter`` keeps: ``actions`` are normalized
+    ``[T, A]``; a transition is dropped when in every one of ``dims`` it is within 1e-5 of the
+    normalized zero action (OpenVLA hard-codes DROID's q01/q99; here the dataset's own statistics)."""
+    if not dims:
+        return np.ones(len(actions), dtype=bool)
+    dims_ = list(dims)
+    zero = normalize(np.zeros((1, actions.shape[-1]), np.float32), action_stats, kind=normalization)
+    return np.any(np.abs(actions[:, dims_] - zero[:, dims_]) > ZERO_ACTION_ATOL, axis=1)
+
+
+def _has_text(instruction: str) -> bool:
+    return bool(instruction.strip())  # the prompt builder rejects whitespace-only instructions too
+
+
 def _scan_task(task: tuple[SourceSpec, SplitSource, int, int, int]) -> list[dict[str, Any]]:
     """Standardize a chunk of episodes; keep what statistics and shard planning need."""
     spec, split, first, stop, num_views = task
@@ -146,6 +172,13 @@ def _scan_task(task: tuple[SourceSpec, SplitSource, int, int, int]) -> list[dict
     for index, _, episode in _standard_episodes(spec, split, first, stop, decode_images=False):
         if isinstance(episode, EpisodeError):
             summaries.append({"split": split.name, "episode_index": index, "error": str(episode)})
+            continue
+        labelled = [_has_text(s) for s in episode.instructions]
+        if any(labelled) and not all(labelled):
+            # OpenVLA keeps such an episode and its unlabelled steps; our prompt builder rejects them
+            empty = [t for t, ok in enumerate(labelled) if not ok]
+            message = f"{split.name} episode {index}: empty instruction at steps {empty} (others labelled)"
+            summaries.append({"split": split.name, "episode_index": index, "error": message})
             continue
         image_bytes = sum(
             len(im) if isinstance(im, bytes) else np.asarray(im).nbytes // 10
@@ -158,6 +191,7 @@ def _scan_task(task: tuple[SourceSpec, SplitSource, int, int, int]) -> list[dict
                 "episode_index": index,
                 "actions": episode.actions,
                 "proprio": episode.proprio,
+                "unlabelled": not any(labelled),
                 "estimated_bytes": image_bytes + len(episode) * (4 + num_views) * _TAR_BYTES_PER_MEMBER,
             }
         )
@@ -170,6 +204,7 @@ def _write_task(task: tuple[SourceSpec, SplitSource, dict, dict, str, str]) -> d
     dataset = spec.dataset
     first, stop = shard["episodes"]
     skip = set(shard["skipped"])
+    zero_dims = _dataset_config(spec).zero_action_dims
 
     def samples() -> Iterator[dict[str, bytes]]:
         for index, metadata, episode in _standard_episodes(spec, split, first, stop):
@@ -179,7 +214,8 @@ def _write_task(task: tuple[SourceSpec, SplitSource, dict, dict, str, str]) -> d
                 raise episode
             actions = normalize(episode.actions, statistics["action"], kind=normalization)
             proprio = normalize(episode.proprio, statistics["proprio"], kind=normalization)
-            for t in range(len(episode)):
+            keep = zero_action_keep(actions, statistics["action"], normalization, zero_dims)
+            for t in np.flatnonzero(keep).tolist():  # timesteps keep their source index
                 meta = {
                     "dataset": dataset,
                     "split": split.name,
@@ -255,24 +291,64 @@ def _scan(
         [s["actions"] for s in good], [s["proprio"] for s in good], config.action_normalization_mask
     )
     sha = write_statistics(out, dataset, statistics)
+    # OpenVLA filters after statistics, on the normalized values (the write pass reads the same file)
+    _apply_filters(good, load_statistics(out, sha)[dataset], options, config.zero_action_dims)
     target_bytes = options["shard_size_mb"] * 2**20
     plan_splits_ = {}
+    dropped: dict[str, int] = {}
     for split in splits:
         mine = [s for s in summaries if s["split"] == split.name]
+        kept = [s for s in mine if "error" not in s]
         plan_splits_[split.name] = {
             "source": [split.source_split, split.start, split.stop],
-            "num_episodes": sum("error" not in s for s in mine),
-            "num_transitions": sum(len(s["actions"]) for s in mine if "error" not in s),
+            "num_episodes": len(kept),
+            "num_transitions": sum(s["num_samples"] for s in kept),
             "shards": _plan_shards(split.name, mine, target_bytes),
         }
-    return {
+        dropped[split.name] = sum(s.get("zero_action_dropped", 0) for s in mine)
+    plan = {
         "options": options,
         "statistics_sha256": sha,
         "splits": plan_splits_,
         "skipped_episodes": [
-            {"split": s["split"], "episode_index": s["episode_index"], "reason": s["error"]} for s in bad
+            {"split": s["split"], "episode_index": s["episode_index"], "reason": s["error"]}
+            for s in summaries
+            if "error" in s
         ],
     }
+    if config.zero_action_dims:  # only entries with the filter carry the count (others stay byte-identical)
+        plan["filtered_transitions"] = {"zero_action": dropped}
+    return plan
+
+
+def _apply_filters(
+    summaries: list[dict[str, Any]], statistics: dict[str, Any], options: dict[str, Any], zero_dims: tuple[int, ...]
+) -> None:
+    """Mark episodes skipped by OpenVLA's filters (``error`` = the reason) and count kept transitions."""
+    kind = options["normalization"]
+    max_action, max_proprio = options.get("max_action"), options.get("max_proprio")
+    for s in summaries:
+        s["num_samples"] = len(s["actions"])
+        if s.pop("unlabelled"):
+            s["error"] = "empty instruction (OpenVLA skip_unlabeled)"
+            continue
+        actions = normalize(s["actions"], statistics["action"], kind=kind)
+        if max_action is not None:
+            peak = float(np.max(np.abs(actions)))
+            if not peak <= max_action:  # NaN-safe, like OpenVLA's reduce_all(|a| <= max)
+                s["error"] = f"max_action: normalized |action| reaches {peak:.6g} > {max_action}"
+                continue
+        if max_proprio is not None and s["proprio"].shape[-1]:
+            peak = float(np.max(np.abs(normalize(s["proprio"], statistics["proprio"], kind=kind))))
+            if not peak <= max_proprio:
+                s["error"] = f"max_proprio: normalized |proprio| reaches {peak:.6g} > {max_proprio}"
+                continue
+        if zero_dims:
+            kept = int(zero_action_keep(actions, statistics["action"], kind, zero_dims).sum())
+            s["zero_action_dropped"] = s["num_samples"] - kept
+            s["num_samples"] = kept
+            if not kept:
+                s["error"] = f"zero_action: all {len(s['actions'])} transitions have a zero action"
 
 
 def _plan_shards(split: str, summaries: list[dict[str, Any]], target_bytes: float) -> list[dict[str, Any]]:
@@ -293,8 +369,8 @@ def _plan_shards(split: str, summaries: list[dict[str, Any]], target_bytes: floa
         if "error" in s:
             current["skipped"].append(s["episode_index"])
         else:
-            current["num_samples"] += len(s["actions"])
-            size += s["estimated_bytes"]
+            current["num_samples"] += s["num_samples"]
+            size += s["estimated_bytes"] * s["num_samples"] // len(s["actions"])
         if size >= target_bytes:
             shards.append(current)
             current = None
@@ -340,6 +416,8 @@ def prepare(
     shard_index: int = 0,
     num_shards: int = 1,
     format: str = "auto",
+    max_action: float | None = None,
+    max_proprio: float | None = None,
 ) -> Path:
     """Convert a source into a prepared directory at ``out``; return it.
 
@@ -347,7 +425,9 @@ def prepare(
     ``lerobot`` (``source`` is a LeRobotDataset directory with ``meta/info.json``) or ``auto`` (LeRobot
     when ``<source>/meta/info.json`` exists). Re-running resumes (finished shards are kept); with
     ``num_shards > 1`` this call writes only the shards ``k`` with ``k % num_shards == shard_index``
-    and the manifest appears once all parts are done.
+    and the manifest appears once all parts are done. ``max_action`` / ``max_proprio`` (OpenVLA's
+    ``apply_trajectory_transforms`` options; None = no filter) skip episodes whose normalized
+    |action| / |proprio| exceeds the bound anywhere.
     """
     config = get_dataset_config(dataset)
     fmt = detect_format(source) if format == "auto" else format
@@ -373,6 +453,11 @@ def prepare(
     }
     if fmt != "rlds":  # RLDS plans keep their original options, so their resume check is unchanged
         options["format"] = fmt
+    for name, bound in (("max_action", max_action), ("max_proprio", max_proprio)):
+        if bound is not None:  # recorded only when set, so unfiltered plans are unchanged
+            if not float(bound) > 0:
+                raise ValueError(f"{name} must be > 0 or null, got {bound}")
+            options[name] = float(bound)
     if (out / MANIFEST_FILE).is_file():
         finished = json.loads((out / MANIFEST_FILE).read_text())
         if (finished["dataset"], finished["normalization"]) != (dataset, options["normalization"]):
@@ -442,6 +527,7 @@ def _write_manifest(
             "image_views": list(config.image_views),
             "splits": splits,
             "skipped_episodes": plan["skipped_episodes"],
+            **({"filtered_transitions": plan["filtered_transitions"]} if "filtered_transitions" in plan else {}),
             "complete": True,
         },
         sort_keys=True,

@@ -213,8 +213,8 @@ def test_real_openvla_ids_map_to_our_registry():
     names = _names_from_prismatic_config({"vla": {"base_vlm": "prism-dinosiglip-224px+7b"}}, Path("run"))
     assert names == {"vision_backbone": "dinosiglip-224px", "llm_backbone": "llama2-7b", "projector": "fused-gelu-mlp",
                      "image_resize_strategy": "resize-naive", "n_action_bins": 256}
-    with pytest.raises(ValueError, match="unsupported base_vlm 'clip-224px\\+7b'"):
-        _names_from_prismatic_config({"vla": {"base_vlm": "clip-224px+7b"}}, Path("run"))
+    with pytest.raises(ValueError, match="unsupported base_vlm 'prism-clip\\+13b'"):  # 13B LLMs are not in the registry
+        _names_from_prismatic_config({"vla": {"base_vlm": "prism-clip+13b"}}, Path("run"))
 
 
 def test_key_problems_are_listed(tmp_path, hand_built_hf_dir):

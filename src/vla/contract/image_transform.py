@@ -6,13 +6,21 @@ normalization on the model's device.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from PIL import Image
 
 from vla.contract.images import as_rgb_uint8
 
-RESIZE_STRATEGIES = ("resize-naive", "letterbox")
+RESIZE_STRATEGIES = ("resize-naive", "letterbox", "resize-crop")
+INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 class ImageTransform:
@@ -21,31 +29,61 @@ class ImageTransform:
     Data loaders ship the compact uint8 image (4x fewer bytes than one float view, 8x fewer than
     the fused backbone's two) and the backbone normalizes on its own device: each view with its
     own mean/std, concatenated along channels ([..., 3 * n_views, S, S], OpenVLA's layout).
-    ``resize-naive`` squashes to S x S; ``letterbox`` first pads to a square filled with the
-    (first view's) mean colour, as Prismatic does. Resizing is bicubic, matching timm's configs.
+    ``resize-naive`` squashes to S x S; ``resize-crop`` is timm's eval transform that Prismatic
+    uses: resize the short side to ``floor(S / crop_pct)`` (aspect kept, torchvision's rounding)
+    and center-crop S x S; ``letterbox`` first pads to a square filled with the (first view's) mean
+    colour, then applies the same resize-crop, as Prismatic does (with ``crop_pct`` 1 that is a
+    plain resize to S x S). Resampling is the backbone's timm ``interpolation`` (bicubic for all of
+    Prismatic's).
     """
 
-    def __init__(self, image_size: int, means: list[tuple[float, ...]], stds: list[tuple[float, ...]], resize_strategy: str = "resize-naive"):
+    def __init__(self, image_size: int, means: list[tuple[float, ...]], stds: list[tuple[float, ...]],
+                 resize_strategy: str = "resize-naive", interpolation: str = "bicubic", crop_pct: float = 1.0):
         if resize_strategy not in RESIZE_STRATEGIES:
             raise ValueError(f"Unknown resize strategy {resize_strategy!r}; choose one of {RESIZE_STRATEGIES}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"Unknown interpolation {interpolation!r}; choose one of {sorted(INTERPOLATIONS)}")
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
         self.image_size = int(image_size)
         self.resize_strategy = resize_strategy
+        self.interpolation = interpolation
+        self.crop_pct = float(crop_pct)
+        # timm's eval transform: short side -> floor(S / crop_pct), then center crop S
+        self.scale_size = math.floor(self.image_size / self.crop_pct)
         self.mean = torch.tensor([c for m in means for c in m], dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor([c for s in stds for c in s], dtype=torch.float32).view(-1, 1, 1)
         self.n_views = len(means)
         self.fill = tuple(int(c * 255) for c in means[0])
 
     def resize(self, image: Image.Image | np.ndarray) -> Image.Image:
-        """Validated, letterboxed (if configured) and resized PIL image."""
+        """Validated, letterboxed / resized / center-cropped (as configured) PIL image of S x S."""
         pil = Image.fromarray(as_rgb_uint8(image))
+        resample = INTERPOLATIONS[self.interpolation]
+        if self.resize_strategy == "resize-naive":
+            if pil.size != (self.image_size, self.image_size):
+                pil = pil.resize((self.image_size, self.image_size), resample)
+            return pil
         if self.resize_strategy == "letterbox":
             w, h = pil.size
             side = max(w, h)
             canvas = Image.new("RGB", (side, side), self.fill)
             canvas.paste(pil, ((side - w) // 2, (side - h) // 2))
             pil = canvas
-        if pil.size != (self.image_size, self.image_size):
-            pil = pil.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        return self._resize_short_side_and_center_crop(pil, resample)
+
+    def _resize_short_side_and_center_crop(self, pil: Image.Image, resample: Image.Resampling) -> Image.Image:
+        """torchvision ``Resize(scale_size)`` (short side, long side truncated) + ``CenterCrop(S)``."""
+        w, h = pil.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.scale_size, int(self.scale_size * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        if (new_w, new_h) != (w, h):
+            pil = pil.resize((new_w, new_h), resample)
+        s = self.image_size
+        if (new_w, new_h) != (s, s):
+            top, left = int(round((new_h - s) / 2.0)), int(round((new_w - s) / 2.0))
+            pil = pil.crop((left, top, left + s, top + s))
         return pil
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:

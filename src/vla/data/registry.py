@@ -79,6 +79,10 @@ class DatasetConfig:
     action_mask: tuple[bool, ...] | None = None  # overrides the encoding's mask (LeRobot entries)
     # OpenVLA's depth_obs_keys (view -> observation key), recorded for parity; the pipeline loads no depth
     depth_obs_keys: dict[str, str | None] = field(default_factory=dict)
+    # OpenVLA's DROID ``zero_action_filter`` (oxe/utils/droid_utils.py): after normalization, drop every
+    # transition whose normalized action equals the normalized zero (|diff| <= 1e-5) in all these
+    # dims (the non-gripper ones); statistics still cover every transition. ``()`` = no filter.
+    zero_action_dims: tuple[int, ...] = ()
 
     @property
     def action_dim(self) -> int:
@@ -406,13 +410,16 @@ DATASET_CONFIGS: dict[str, DatasetConfig] = {
     "berkeley_gnm_recon": _GNM,
     "berkeley_gnm_cory_hall": _GNM,
     "berkeley_gnm_sac_son": _GNM,
-    "droid": _config(
-        "exterior_image_1_left",
-        ("proprio",),
-        _SE.POS_QUAT,
-        T.droid_transform,
-        secondary="exterior_image_2_left",
-        wrist="wrist_image_left",
+    "droid": replace(
+        _config(
+            "exterior_image_1_left",
+            ("proprio",),
+            _SE.POS_QUAT,
+            T.droid_transform,
+            secondary="exterior_image_2_left",
+            wrist="wrist_image_left",
+        ),
+        zero_action_dims=(0, 1, 2, 3, 4, 5),  # OpenVLA: aux_kwargs chunk_filter_fn=zero_action_filter, action[:, :6]
     ),
     "fmb_dataset": _config(
         "image_side_1",

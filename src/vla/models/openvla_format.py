@@ -51,6 +51,15 @@ OPENVLA_VISION_IDS = {
     "siglip-vit-so400m": "siglip-224px",
     "dinov2-vit-l": "dinov2-224px",
     "in1k-vit-l": "in1k-224px",
+    "clip-vit-l": "clip-224px",
+    "clip-vit-b": "clip-b-224px",
+    "clip-vit-l-336px": "clip-336px",
+    "siglip-vit-b16-224px": "siglip-b16-224px",
+    "siglip-vit-b16-256px": "siglip-b16-256px",
+    "siglip-vit-b16-384px": "siglip-b16-384px",
+    "siglip-vit-so400m-384px": "siglip-384px",
+    "dinoclip-vit-l-336px": "dinoclip-336px",
+    "dinosiglip-vit-so-384px": "dinosiglip-384px",
 }
 OPENVLA_LLM_IDS = {"llama2-7b-pure": "llama2-7b", "vicuna-v15-7b": "vicuna-v15-7b"}
 OPENVLA_LLM_HF_PATHS = {"llama2-7b-pure": "meta-llama/Llama-2-7b-hf", "vicuna-v15-7b": "lmsys/vicuna-7b-v1.5"}
@@ -63,6 +72,32 @@ PRISMATIC_BASE_VLMS = {
     "siglip-224px+7b": ("siglip-vit-so400m", "vicuna-v15-7b", "no-align+gelu-mlp", "letterbox"),
     "dinov2-224px+7b": ("dinov2-vit-l", "vicuna-v15-7b", "no-align+gelu-mlp", "letterbox"),
     "in1k-224px+7b": ("in1k-vit-l", "vicuna-v15-7b", "no-align+gelu-mlp", "letterbox"),
+    "clip-224px+7b": ("clip-vit-l", "vicuna-v15-7b", "no-align+gelu-mlp", "letterbox"),
+    # LLaVa-v1.5 reproduction and the Section 4.1/4.3/4.4 experiments: CLIP ViT-L/14 @ 336px + Vicuna, letterbox
+    **{model_id: ("clip-vit-l-336px", "vicuna-v15-7b", arch, "letterbox") for model_id, arch in (
+        ("reproduction-llava-v15+7b", "gelu-mlp"), ("full-ft-multi-stage+7b", "gelu-mlp"),
+        ("one-stage+7b", "no-align+gelu-mlp"), ("full-ft-one-stage+7b", "no-align+gelu-mlp"),
+        ("vicuna-no-cotraining+7b", "no-align+gelu-mlp"), ("train-1.25-epochs+7b", "no-align+gelu-mlp"),
+        ("train-1.5-epochs+7b", "no-align+gelu-mlp"), ("train-2-epochs+7b", "no-align+gelu-mlp"),
+        ("train-3-epochs+7b", "no-align+gelu-mlp"), ("llava-lvis4v+7b", "no-align+gelu-mlp"),
+        ("llava-lrv+7b", "no-align+gelu-mlp"), ("llava-lvis4v-lrv+7b", "no-align+gelu-mlp"))},
+    "llama2+7b": ("clip-vit-l-336px", "llama2-7b-pure", "no-align+gelu-mlp", "letterbox"),
+    "llama2-no-cotraining+7b": ("clip-vit-l-336px", "llama2-7b-pure", "no-align+gelu-mlp", "letterbox"),
+    "clip-336px-resize-crop+7b": ("clip-vit-l-336px", "vicuna-v15-7b", "no-align+gelu-mlp", "resize-crop"),
+    "clip-336px-resize-naive+7b": ("clip-vit-l-336px", "vicuna-v15-7b", "no-align+gelu-mlp", "resize-naive"),
+    "siglip-384px-letterbox+7b": ("siglip-vit-so400m-384px", "vicuna-v15-7b", "no-align+gelu-mlp", "letterbox"),
+    "siglip-384px-resize-crop+7b": ("siglip-vit-so400m-384px", "vicuna-v15-7b", "no-align+gelu-mlp", "resize-crop"),
+    "siglip-384px-resize-naive+7b": ("siglip-vit-so400m-384px", "vicuna-v15-7b", "no-align+gelu-mlp", "resize-naive"),
+    "dinoclip-336px-letterbox+7b": ("dinoclip-vit-l-336px", "vicuna-v15-7b", "no-align+fused-gelu-mlp", "letterbox"),
+    "dinoclip-336px-resize-naive+7b": ("dinoclip-vit-l-336px", "vicuna-v15-7b", "no-align+fused-gelu-mlp", "resize-naive"),
+    "dinosiglip-384px-letterbox+7b": ("dinosiglip-vit-so-384px", "vicuna-v15-7b", "no-align+fused-gelu-mlp", "letterbox"),
+    "dinosiglip-384px-resize-naive+7b": ("dinosiglip-vit-so-384px", "vicuna-v15-7b", "no-align+fused-gelu-mlp", "resize-naive"),
+    "prism-clip-controlled+7b": ("clip-vit-l-336px", "llama2-7b-pure", "no-align+gelu-mlp", "resize-naive"),
+    "prism-clip+7b": ("clip-vit-l-336px", "llama2-7b-pure", "no-align+gelu-mlp", "resize-naive"),
+    "prism-siglip-controlled+7b": ("siglip-vit-so400m-384px", "llama2-7b-pure", "no-align+gelu-mlp", "resize-naive"),
+    "prism-siglip+7b": ("siglip-vit-so400m-384px", "llama2-7b-pure", "no-align+gelu-mlp", "resize-naive"),
+    "prism-dinosiglip-controlled+7b": ("dinosiglip-vit-so-384px", "llama2-7b-pure", "no-align+fused-gelu-mlp", "resize-naive"),
+    "prism-dinosiglip+7b": ("dinosiglip-vit-so-384px", "llama2-7b-pure", "no-align+fused-gelu-mlp", "resize-naive"),
 }
 # Where OpenVLA's own HF code lives; exported configs point `auto_map` there (`repo--module.Class`).
 OPENVLA_CODE_REPO = "openvla/openvla-7b"
