@@ -2,8 +2,9 @@
 
 The saved layout (what train.py and ``vla-export`` write and eval/serve load):
 ``model.safetensors`` (weights), ``vla_config.json`` (:meth:`VLAConfig.to_dict`),
-``dataset_statistics.json`` (OpenVLA layout), the tokenizer files under ``tokenizer/`` and a README
-model card (:mod:`vla.models.card`).
+``dataset_statistics.json`` (OpenVLA layout), the tokenizer files under ``tokenizer/``, a README
+model card (:mod:`vla.models.card`) and, for a trained model, ``training.json`` (how it was trained:
+data, stage, steps, ``image_aug`` ...; read back as ``vla.training_info``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "vla_config.json"
 STATS_FILE = "dataset_statistics.json"
 TOKENIZER_DIR = "tokenizer"
+TRAINING_FILE = "training.json"
 
 
 def save_vla(vla: VLA, out_dir: str | os.PathLike, training: Mapping[str, Any] | None = None) -> Path:
     """Write weights, config, statistics, tokenizer and a README model card; files appear atomically.
 
-    ``training`` (data, mixture, stage, steps, final metrics, command) goes into the model card.
+    ``training`` (data, mixture, stage, image_aug, steps, final metrics, command) goes into the model card and,
+    machine-readable, into ``training.json`` (eval reads ``image_aug`` there to decide on the center crop).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,12 +43,19 @@ def save_vla(vla: VLA, out_dir: str | os.PathLike, training: Mapping[str, Any] |
     write_json_atomic(out / CONFIG_FILE, vla.config.to_dict())
     write_json_atomic(out / STATS_FILE, vla.norm_stats)
     vla.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+    if training is not None:
+        write_json_atomic(out / TRAINING_FILE, dict(training))
+    else:
+        (out / TRAINING_FILE).unlink(missing_ok=True)  # a stale one from an earlier export would misdescribe it
     write_bytes_atomic(out / CARD_FILE, model_card(vla, str(out), training).encode("utf-8"))
     return out
 
 
 def load_vla(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> VLA:
-    """Load a directory written by :func:`save_vla` (no training code, no pickle)."""
+    """Load a directory written by :func:`save_vla` (no training code, no pickle).
+
+    ``vla.training_info`` is its ``training.json`` ({} when the export has none).
+    """
     path = Path(path)
     missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, STATS_FILE) if not (path / f).exists()]
     if missing:
@@ -58,5 +68,7 @@ def load_vla(path: str | os.PathLike, device: str | torch.device = "cpu", dtype:
     if missing or unexpected:
         raise ValueError(f"Weights in {path} do not match its config: missing {sorted(missing)[:10]}, "
                          f"unexpected {sorted(unexpected)[:10]}")
+    training_file = path / TRAINING_FILE
+    vla.training_info = json.loads(training_file.read_text()) if training_file.is_file() else {}
     vla.to(device=device, dtype=dtype) if dtype is not None else vla.to(device)
     return vla.eval()

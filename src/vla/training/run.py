@@ -136,6 +136,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     if resume:
         _continue_logs(trainer, resume)
     module.run_info = {"data": cfg.data.name, "mixture": datamodule.sampling_weights, "stage": cfg.stage.name,
+                       "image_aug": bool(cfg.data.datamodule.get("image_aug", False)),
                        "command": " ".join(["vla-train", *_task_overrides()])}
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
 
