@@ -50,7 +50,7 @@ def test_training_records_image_aug_and_eval_follows_it(tmp_path, sim_data_root,
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
     from vla.models import load_checkpoint
 
-    assert resolve_center_crop(None, load_checkpoint(ckpt), ckpt) == (image_aug, "checkpoint")
+    assert resolve_center_crop(None, load_checkpoint(ckpt)) == (image_aug, "checkpoint")
 
 
 def test_checkpoints_that_do_not_say_default_to_no_crop(tmp_path, tiny_vla):
@@ -58,11 +58,11 @@ def test_checkpoints_that_do_not_say_default_to_no_crop(tmp_path, tiny_vla):
     assert not (tmp_path / "plain" / "training.json").exists()
     plain = load_vla(tmp_path / "plain")
     assert plain.training_info == {}
-    assert resolve_center_crop(None, plain, tmp_path / "plain") == (False, "default")
-    assert resolve_center_crop(True, plain, tmp_path / "plain") == (True, "config")
+    assert resolve_center_crop(None, plain) == (False, "default")
+    assert resolve_center_crop(True, plain) == (True, "config")
     save_vla(tiny_vla, tmp_path / "aug", training={"image_aug": True, "steps": 2})
-    assert resolve_center_crop(None, load_vla(tmp_path / "aug"), tmp_path / "aug") == (True, "checkpoint")
-    assert resolve_center_crop(False, load_vla(tmp_path / "aug"), tmp_path / "aug") == (False, "config")
+    assert resolve_center_crop(None, load_vla(tmp_path / "aug")) == (True, "checkpoint")
+    assert resolve_center_crop(False, load_vla(tmp_path / "aug")) == (False, "config")
     # re-exporting without training info removes a stale training.json
     save_vla(tiny_vla, tmp_path / "aug")
     assert load_vla(tmp_path / "aug").training_info == {}

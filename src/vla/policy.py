@@ -48,7 +48,9 @@ class Policy:
         self.preprocessing = preprocessing
         self.center_crop = center_crop
         self.image_size = image_size
-        self.unnorm_key = self.resolve_unnorm_key(unnorm_key) if unnorm_key is not None or len(model.norm_stats) == 1 else None
+        self.unnorm_key: str | None = None  # the default key: resolved below when one is given or only one exists
+        if unnorm_key is not None or len(model.norm_stats) == 1:
+            self.unnorm_key = self.resolve_unnorm_key(unnorm_key)
 
     @property
     def model_id(self) -> str:
@@ -63,7 +65,7 @@ class Policy:
         stats = self.model.norm_stats
         if not stats:
             raise ValueError("This model has no dataset statistics (norm_stats); cannot un-normalize actions")
-        unnorm_key = unnorm_key if unnorm_key is not None else getattr(self, "unnorm_key", None)
+        unnorm_key = unnorm_key if unnorm_key is not None else self.unnorm_key
         if unnorm_key is None:
             if len(stats) != 1:
                 raise ValueError(f"Model has statistics for several datasets; pass unnorm_key, one of {sorted(stats)}")

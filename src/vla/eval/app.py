@@ -12,7 +12,7 @@ from vla.eval.offline import evaluate_offline, print_offline_table, write_offlin
 from vla.eval.records import EpisodeRecord
 from vla.eval.report import CHART_FILE
 from vla.eval.runner import evaluate
-from vla.models import load_checkpoint
+from vla.models import VLA, load_checkpoint
 from vla.policy import Policy, resolve_suite_unnorm_key
 
 MODES = ("closed_loop", "offline")
@@ -44,7 +44,7 @@ def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
     suite = instantiate(cfg.env.suite, name=cfg.task_suite or cfg.env.default_suite)
     model = load_checkpoint(cfg.checkpoint, device=cfg.device)
     unnorm_key = cfg.unnorm_key or cfg.env.default_unnorm_key or resolve_suite_unnorm_key(model.norm_stats, suite.name)
-    center_crop, center_crop_source = resolve_center_crop(cfg.center_crop, model, cfg.checkpoint)
+    center_crop, center_crop_source = resolve_center_crop(cfg.center_crop, model)
     policy = Policy(model, unnorm_key=unnorm_key, preprocessing="openvla-eval", center_crop=center_crop)
     num_steps_wait = cfg.env.num_steps_wait if cfg.num_steps_wait is None else cfg.num_steps_wait
     settings = {"env": cfg.env.name, "checkpoint": str(Path(cfg.checkpoint).resolve()),
@@ -70,31 +70,14 @@ def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def resolve_center_crop(setting: bool | None, model: Any, checkpoint: str | Path) -> tuple[bool, str]:
+def resolve_center_crop(setting: bool | None, model: VLA) -> tuple[bool, str]:
     """``center_crop`` to use and where it came from: ``config`` (explicit true/false wins), ``checkpoint``
     (null: OpenVLA's rule, center crop iff the policy was trained with image augmentation) or ``default``
     (null and the checkpoint does not say, e.g. OpenVLA's HF releases: false)."""
     if setting is not None:
         return bool(setting), "config"
-    image_aug = training_info(model, checkpoint).get("image_aug")
+    image_aug = model.training_info.get("image_aug")
     return (False, "default") if image_aug is None else (bool(image_aug), "checkpoint")
-
-
-def training_info(model: Any, checkpoint: str | Path) -> dict[str, Any]:
-    """How the checkpoint was trained: an export's ``training.json`` (``vla.training_info``) or a train.py
-    ``.ckpt``'s run info; {} when it does not say."""
-    info = getattr(model, "training_info", None)
-    if info is not None:
-        return dict(info)
-    path = Path(checkpoint)
-    if path.is_file() and path.suffix == ".ckpt":
-        import torch
-
-        from vla.models.checkpoints import TRAINING_CHECKPOINT_KEY
-
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return dict((state.get(TRAINING_CHECKPOINT_KEY) or {}).get("run") or {})
-    return {}
 
 
 def _start_wandb(cfg: DictConfig, settings: dict[str, Any]):

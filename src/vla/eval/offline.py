@@ -23,7 +23,6 @@ from rich.table import Table
 
 from vla.atomic import write_json_atomic
 from vla.contract.normalization import normalization_kind
-from vla.contract.prompt import IGNORE_INDEX
 from vla.data.datamodule import VLADataModule
 from vla.models.vla import VLA
 
@@ -80,11 +79,7 @@ def _accumulate(vla: VLA, batch: dict[str, Any], device: str, sums: dict[str, fl
     sums["count"] += float(metrics["count"])
     sums["l1"] += float(metrics["l1"]) * float(metrics["count"])
     names = batch.get("dataset_name") or []
-    rows = (tensors["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()
-    owner = [name for name, n in zip(names, rows) for _ in range(n)]
-    for name in set(names):
-        index = torch.tensor([i for i, o in enumerate(owner) if o == name], device=out.logits.device)
-        m = vla.action_metrics(out.logits[index], out.targets[index])
+    for name, m in vla.action_metrics_by_dataset(out.logits, out.targets, tensors["labels"], names).items():
         sums[f"{name}/correct"] += float(m["correct"])
         sums[f"{name}/count"] += float(m["count"])
         sums[f"{name}/l1"] += float(m["l1"]) * float(m["count"])

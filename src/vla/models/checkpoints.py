@@ -49,7 +49,8 @@ def load_checkpoint(checkpoint: str | os.PathLike, device: str | torch.device = 
 
 
 def load_training_checkpoint(ckpt: str | Path) -> VLA:
-    """A plain (LoRA-merged) VLA from a Lightning checkpoint written by ``train.py``."""
+    """A plain (LoRA-merged) VLA from a Lightning checkpoint written by ``train.py``; its ``training_info`` is the
+    run's record (data, mixture, stage, command, ``image_aug``) plus the checkpoint's step."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {ckpt}")
@@ -62,7 +63,8 @@ def load_training_checkpoint(ckpt: str | Path) -> VLA:
             f"{ckpt} is a trainable-only step checkpoint (checkpoint_trainable_only=true): it lacks the frozen base "
             "weights, so it cannot be loaded or exported on its own. Use the run's last.ckpt (always full), or resume "
             "the run from this file with train.py (resume=<path>), which rebuilds the base, and export its last.ckpt.")
-    vla = VLA(VLAConfig.from_dict(stored["config"]), norm_stats=stored["norm_stats"])
+    vla = VLA(VLAConfig.from_dict(stored["config"]), norm_stats=stored["norm_stats"],
+              training_info={**stored.get("run", {}), "steps": state.get("global_step")})
     if stored["stage"] in ("lora", "qlora"):  # rebuild the adapters (and 4-bit layers) the weights belong to
         lora = dict(stored["lora"])
         if stored["stage"] == "qlora":

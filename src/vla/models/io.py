@@ -63,12 +63,13 @@ def load_vla(path: str | os.PathLike, device: str | torch.device = "cpu", dtype:
     config = VLAConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
     stats = json.loads((path / STATS_FILE).read_text())
     tokenizer = path / TOKENIZER_DIR
-    vla = VLA(config, norm_stats=stats, tokenizer_path=str(tokenizer) if tokenizer.exists() else None)
+    training_file = path / TRAINING_FILE
+    training_info = json.loads(training_file.read_text()) if training_file.is_file() else {}
+    vla = VLA(config, norm_stats=stats, tokenizer_path=str(tokenizer) if tokenizer.exists() else None,
+              training_info=training_info)
     missing, unexpected = load_model(vla, str(path / WEIGHTS_FILE), strict=False)
     if missing or unexpected:
         raise ValueError(f"Weights in {path} do not match its config: missing {sorted(missing)[:10]}, "
                          f"unexpected {sorted(unexpected)[:10]}")
-    training_file = path / TRAINING_FILE
-    vla.training_info = json.loads(training_file.read_text()) if training_file.is_file() else {}
     vla.to(device=device, dtype=dtype) if dtype is not None else vla.to(device)
     return vla.eval()

@@ -40,11 +40,14 @@ class VLA(nn.Module):
     """OpenVLA-style policy. ``norm_stats`` has OpenVLA's ``dataset_statistics.json`` layout."""
 
     def __init__(self, config: VLAConfig, norm_stats: Mapping[str, Any] | None = None,
-                 tokenizer_path: str | None = None, llm_config: PreTrainedConfig | None = None):
+                 tokenizer_path: str | None = None, llm_config: PreTrainedConfig | None = None,
+                 training_info: Mapping[str, Any] | None = None):
         """Build the backbones, projector and tokenizers ``config`` names.
 
         ``tokenizer_path``: a saved tokenizer (exports, checkpoints) instead of the registry's.
         ``llm_config``: a checkpoint's own LLM architecture instead of the registry's (OpenVLA import).
+        ``training_info``: how the weights were trained (data, mixture, steps, ``image_aug``, ...), as
+        checkpoints and exports record it; {} when unknown (e.g. OpenVLA's releases).
         """
         super().__init__()
         self.config = config
@@ -60,6 +63,7 @@ class VLA(nn.Module):
                                                 self.llm_backbone.eos_token_id, self.llm_backbone.space_token_id,
                                                 style=self.llm_backbone.spec.prompt_style)
         self.norm_stats: dict[str, Any] = dict(norm_stats or {})
+        self.training_info: dict[str, Any] = dict(training_info or {})
 
     # ------------------------------------------------------------------ properties
     @property
@@ -139,6 +143,21 @@ class VLA(nn.Module):
             "accuracy": correct.float() / count.clamp(min=1),
             "l1": l1.mean() if l1.numel() else torch.zeros((), device=logits.device, dtype=torch.float64),
         }
+
+    @torch.no_grad()
+    def action_metrics_by_dataset(self, logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
+                                  dataset_names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+        """:meth:`action_metrics` per dataset of a mixed batch (``labels`` [B, L] as given to :meth:`forward`).
+
+        Labelled positions come row by row, so each is mapped back to its example's dataset.
+        """
+        rows = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()
+        owner = [name for name, n in zip(dataset_names, rows) for _ in range(n)]
+        by_dataset = {}
+        for name in sorted(set(dataset_names)):
+            index = torch.tensor([i for i, o in enumerate(owner) if o == name], device=logits.device)
+            by_dataset[name] = self.action_metrics(logits[index], targets[index])
+        return by_dataset
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()

@@ -38,9 +38,11 @@ def read_curves(metrics_csv: Path) -> dict[str, dict[str, list[tuple[int, float]
     return curves
 
 
-def write_training_curves(metrics_csv: Path, out: Path) -> Path:
-    """``out`` (PNG): one panel per metric, train and val lines against the step."""
-    curves = read_curves(metrics_csv)
+def write_training_curves(metrics_csv: Path, out: Path,
+                          curves: dict[str, dict[str, list[tuple[int, float]]]] | None = None) -> Path:
+    """``out`` (PNG): one panel per metric, train and val lines against the step (``curves``: already read
+    from ``metrics_csv`` by :func:`read_curves`)."""
+    curves = read_curves(metrics_csv) if curves is None else curves
     if not curves:
         raise ValueError(f"{metrics_csv} has no train/val loss, accuracy or L1 values to plot")
     panels = [(metric, title) for metric, title in CURVE_METRICS if metric in curves]

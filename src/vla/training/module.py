@@ -139,12 +139,7 @@ class VLATrainingModule(pl.LightningModule):
         names = batch.get("dataset_name")
         if not names or len(set(names)) < 2:
             return
-        # Labelled positions come row by row: map each back to its example's dataset.
-        rows = (batch["labels"][:, 1:] != -100).sum(dim=1)
-        owner = [name for name, n in zip(names, rows.tolist()) for _ in range(n)]
-        for name in sorted(set(names)):
-            idx = torch.tensor([i for i, o in enumerate(owner) if o == name], device=out.logits.device)
-            m = self.vla.action_metrics(out.logits[idx], out.targets[idx])
+        for name, m in self.vla.action_metrics_by_dataset(out.logits, out.targets, batch["labels"], names).items():
             key = name.replace(".", "_")  # module names hold no "."
             for metric, value in (("action_accuracy", m["accuracy"]), ("l1", m["l1"].float())):
                 self._log_mean(f"{split}/{name}/{metric}", f"{split}_{metric}@{key}", value, m["count"], on_step,

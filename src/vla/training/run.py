@@ -135,9 +135,10 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints, *callbacks], plugins=plugins)
     if resume:
         _continue_logs(trainer, resume)
+    overrides = _task_overrides()
     module.run_info = {"data": cfg.data.name, "mixture": datamodule.sampling_weights, "stage": cfg.stage.name,
                        "image_aug": bool(cfg.data.datamodule.get("image_aug", False)),
-                       "command": " ".join(["vla-train", *_task_overrides()])}
+                       "command": " ".join(["vla-train", *overrides])}
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
 
     # A final full-state checkpoint (consolidated under FSDP: every rank takes part), exported below.
@@ -145,13 +146,13 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     trainer.save_checkpoint(final, weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["global_step"] = trainer.global_step
-    metrics["overrides"] = _task_overrides()
+    metrics["overrides"] = overrides
     metrics.update({f"data/{name}": count for name, count in datamodule.integrity_counts.items()})
     if trainer.is_global_zero:
         if cfg.export:
-            training = {**module.run_info, "steps": trainer.global_step,
-                        "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}}
-            metrics["export_dir"] = str(save_vla(load_training_checkpoint(final), run_dir / "export", training=training))
+            model = load_training_checkpoint(final)  # carries the run's record and step (training_info)
+            training = {**model.training_info, "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}}
+            metrics["export_dir"] = str(save_vla(model, run_dir / "export", training=training))
         curves = _write_curves(trainer, run_dir)
         if curves is not None:
             metrics["curves"] = str(curves)
@@ -166,8 +167,9 @@ def _write_curves(trainer: pl.Trainer, run_dir: Path) -> Path | None:
     for logger in trainer.loggers:
         if isinstance(logger, ResumableCSVLogger):
             metrics_csv = Path(logger.log_dir) / "metrics.csv"
-            if metrics_csv.is_file() and read_curves(metrics_csv):
-                return write_training_curves(metrics_csv, run_dir / "curves.png")
+            curves = read_curves(metrics_csv) if metrics_csv.is_file() else {}
+            if curves:
+                return write_training_curves(metrics_csv, run_dir / "curves.png", curves)
     return None
 
 
