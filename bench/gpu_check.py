@@ -324,19 +324,30 @@ def run_row(key: str, what: str, measure: Callable[[], dict[str, str]], target: 
     return row
 
 
-def measure_all(plan: Plan, target: Target, quick: bool) -> list[Row]:
-    """Every row in table order; each builds (and frees) its own model."""
-    return [
-        run_row("1a", "full fine-tune step, 1.25B shape",
-                lambda: full_finetune_row(plan.small_llm, plan.small_batch, plan, target), target),
-        run_row("1b", "full fine-tune step, 7B shape",
-                lambda: full_finetune_row(plan.big_llm, plan.big_batch, plan, target), target),
-        run_row("2a", "QLoRA step, 7B shape", lambda: adapter_row("qlora", plan, target, quick), target),
-        run_row("2b", "LoRA step, 7B shape", lambda: adapter_row("lora", plan, target, quick), target),
-        run_row("3", "predict_action (Policy.act), 7B shape", lambda: predict_row(plan, target, quick), target),
-        Row("4", "action-chunk head actions/s", result=CHUNK_HEAD_MISSING, status="skipped: no action-chunk head"),
-        run_row("5", f"serve throughput, {plan.clients} clients", lambda: serve_row(plan, target), target),
-    ]
+ROW_KEYS = ("1a", "1b", "2a", "2b", "3", "4", "5")
+
+
+def measure_all(plan: Plan, target: Target, quick: bool, keys: tuple[str, ...] = ROW_KEYS) -> list[Row]:
+    """The rows named in ``keys``, in table order; each builds (and frees) its own model."""
+    rows = {
+        "1a": ("full fine-tune step, 1.25B shape", lambda: full_finetune_row(plan.small_llm, plan.small_batch, plan, target)),
+        "1b": ("full fine-tune step, 7B shape", lambda: full_finetune_row(plan.big_llm, plan.big_batch, plan, target)),
+        "2a": ("QLoRA step, 7B shape", lambda: adapter_row("qlora", plan, target, quick)),
+        "2b": ("LoRA step, 7B shape", lambda: adapter_row("lora", plan, target, quick)),
+        "3": ("predict_action (Policy.act), 7B shape", lambda: predict_row(plan, target, quick)),
+        "4": ("action-chunk head actions/s", None),
+        "5": (f"serve throughput, {plan.clients} clients", lambda: serve_row(plan, target)),
+    }
+    measured = []
+    for key in ROW_KEYS:
+        if key not in keys:
+            continue
+        what, measure = rows[key]
+        if measure is None:
+            measured.append(Row(key, what, result=CHUNK_HEAD_MISSING, status="skipped: no action-chunk head"))
+        else:
+            measured.append(run_row(key, what, measure, target))
+    return measured
 
 
 # ----------------------------------------------------------------------------- report
@@ -431,6 +442,8 @@ def parse_args() -> tuple[argparse.Namespace, Plan, Target]:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and 1-3 repetitions per row (CPU smoke run)")
     parser.add_argument("--no-append", action="store_true", help="do not append the table to --docs")
+    parser.add_argument("--rows", default=",".join(ROW_KEYS),
+                        help=f"comma-separated rows to measure (default all: {','.join(ROW_KEYS)})")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--batch-size-1b", type=int, help="batch of row 1a (default 8; quick 2)")
     parser.add_argument("--batch-size-7b", type=int, help="batch of rows 1b, 2a, 2b (default 2)")
@@ -442,6 +455,10 @@ def parse_args() -> tuple[argparse.Namespace, Plan, Target]:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("CUDA is not available (torch.cuda.is_available() is False): the full check needs one GPU; "
                      "`--device cpu --quick` runs the tiny CPU smoke version")
+    args.rows = tuple(key.strip() for key in args.rows.split(",") if key.strip())
+    unknown = sorted(set(args.rows) - set(ROW_KEYS))
+    if unknown or not args.rows:
+        parser.error(f"--rows {','.join(unknown) or '(none)'}: unknown; choose from {','.join(ROW_KEYS)}")
     if args.device == "cpu" and not args.quick:
         parser.error("full shapes on CPU would take hours; add --quick (tiny shapes) or use --device cuda")
     overrides = {"small_batch": args.batch_size_1b, "big_batch": args.batch_size_7b, "steps": args.steps,
@@ -462,7 +479,7 @@ def main() -> int:
             register_llm_backbone(name, spec)
     gc.freeze()  # the imports left ~10^6 long-lived objects: keep them out of every row's gc.collect
     start = time.perf_counter()
-    rows = measure_all(plan, target, args.quick)
+    rows = measure_all(plan, target, args.quick, args.rows)
     block = report(rows, plan, target, args.quick, shlex.join(["python", *sys.argv]), time.perf_counter() - start)
     print(block)
     if not args.no_append:

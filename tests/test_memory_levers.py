@@ -73,6 +73,8 @@ def test_activation_checkpointing_composes_with_fsdp2(tiny_vla):
     """configure_model's fully_shard over checkpointed blocks (world size 1, gloo): the same loss and gradients."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+    from torch.utils._pytree import tree_leaves
 
     loss, grads, _ = _one_step(tiny_vla, "vla-full-train", checkpointing=False)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
@@ -84,6 +86,10 @@ def test_activation_checkpointing_composes_with_fsdp2(tiny_vla):
         counter = _ForwardCounter({"llm": module.vla.llm_backbone.layers[0].self_attn})
         batch = _batch(module.vla)
         out = module.vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+        # Backward starts at the root's output head: its weight must still be unsharded (a resharded one has
+        # no storage on CUDA), and the output's tensors must be visible to FSDP2's backward hooks.
+        assert not isinstance(module.vla.llm_backbone.llm.get_output_embeddings().weight, DTensor)
+        assert any(leaf is out.loss for leaf in tree_leaves(out))
         out.loss.backward()
         sharded = {name: p.grad.full_tensor() for name, p in module.vla.named_parameters() if p.requires_grad}
     finally:

@@ -123,8 +123,6 @@ def get_llm_spec(name: str) -> LLMSpec:
 
 def _offline_llama_tokenizer() -> PreTrainedTokenizerBase:
     """The SentencePiece tokenizer shipped in mistral-common, converted once and cached on disk."""
-    import mistral_common
-
     cache = Path(os.environ.get("VLA_CACHE", Path.home() / ".cache" / "vla")) / "tokenizers" / "mistral-sp-v1"
     if not (cache / "tokenizer.json").exists():
         from transformers import LlamaTokenizer
@@ -133,6 +131,8 @@ def _offline_llama_tokenizer() -> PreTrainedTokenizerBase:
         source.mkdir(parents=True, exist_ok=True)
         model_file = source / "tokenizer.model"
         if not model_file.exists():
+            import mistral_common
+
             model_file.write_bytes((Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1").read_bytes())
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         LlamaTokenizer.from_pretrained(str(source)).save_pretrained(str(tmp))

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
+from transformers.utils import ModelOutput
 
 from vla.contract.processor import VLAProcessor
 from vla.contract.prompt import IGNORE_INDEX, PromptTokenizer
@@ -28,12 +29,15 @@ DEFAULT_ACTION_DIM = 7
 
 
 @dataclass
-class LabelledOutput:
-    """Training output: the loss and the logits/targets at labelled positions only ([N, V], [N])."""
+class LabelledOutput(ModelOutput):
+    """Training output: the loss and the logits/targets at labelled positions only ([N, V], [N]).
 
-    loss: torch.Tensor
-    logits: torch.Tensor
-    targets: torch.Tensor
+    A ``ModelOutput`` (a registered pytree node), so FSDP2 finds its tensors and hooks the backward pass.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
 
 
 class VLA(nn.Module):

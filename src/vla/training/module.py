@@ -92,7 +92,11 @@ class VLATrainingModule(pl.LightningModule):
             apply_stage(self.vla, self.stage)
 
     def configure_model(self) -> None:
-        """Under ``ModelParallelStrategy`` shard with FSDP2: each ViT block, each LLM layer, then the root."""
+        """Under ``ModelParallelStrategy`` shard with FSDP2: each ViT block, each LLM layer, then the root.
+
+        The root keeps its parameters (embeddings, projector, output head) unsharded after forward: backward
+        needs them first, and the explicit ``reshard_after_forward=True`` of older torch releases would free them.
+        """
         mesh = getattr(self, "device_mesh", None)
         if mesh is None:
             return
@@ -104,7 +108,7 @@ class VLATrainingModule(pl.LightningModule):
             blocks.extend(vit.blocks)
         for block in blocks:
             fully_shard(block, mesh=dp_mesh, reshard_after_forward=self.fsdp_reshard_after_forward)
-        fully_shard(self.vla, mesh=dp_mesh, reshard_after_forward=self.fsdp_reshard_after_forward)
+        fully_shard(self.vla, mesh=dp_mesh, reshard_after_forward=False)
 
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:
