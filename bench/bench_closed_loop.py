@@ -41,8 +41,16 @@ class FixedInstructionPolicy:
     def __init__(self, policy: Policy, instruction: str):
         self.policy, self.instruction = policy, instruction
 
-    def __call__(self, image: np.ndarray, instruction: str) -> np.ndarray:
-        return self.policy(image, self.instruction)
+    def __call__(self, observation: dict[str, np.ndarray], instruction: str) -> np.ndarray:
+        return self.policy(observation, self.instruction)
+
+
+def sim_policy(vla: VLA) -> Policy:
+    """The eval app's sim policy: OpenVLA's eval preprocessing, and the env state mapped into the demo
+    data's proprio layout (conf/env/sim.yaml) for models that take proprio."""
+    layout = OmegaConf.load(REPO / "conf" / "env" / "sim.yaml").proprio_from_state
+    return Policy(vla, preprocessing="openvla-eval", unnorm_key=UNNORM_KEY,
+                  proprio_from_state=list(layout) if vla.config.proprio_dim else None)
 
 
 def train(run_dir: Path, overrides: list[str]) -> float:
@@ -68,22 +76,24 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=3, help="blocks per scene (as data.embedded.n_objects)")
     parser.add_argument("--trials", type=int, default=20, help="held-out scenes per task")
     parser.add_argument("--skip-train", action="store_true", help="evaluate the existing <run-dir>/export")
+    parser.add_argument("--open-loop-steps", type=int, help="chunk models: actions run per query (default: the chunk)")
     parser.add_argument("overrides", nargs="*", help="train.py overrides (after --)")
     args = parser.parse_args()
 
     train_s = None if args.skip_train else train(args.run_dir, args.overrides)
     metrics = json.loads((args.run_dir / "metrics.json").read_text())
     vla = load_checkpoint(args.run_dir / "export")
-    policy = Policy(vla, preprocessing="openvla-eval", unnorm_key=UNNORM_KEY)
+    policy = sim_policy(vla)
     suite = SimTaskSuite(args.suite, n_objects=args.objects, n_init_states=args.trials)
     blind = FixedInstructionPolicy(policy, suite.get_task(0).language)
     torch.manual_seed(0)
-    untrained = Policy(VLA(vla.config, norm_stats=vla.norm_stats).eval(), preprocessing="openvla-eval", unnorm_key=UNNORM_KEY)
+    untrained = sim_policy(VLA(vla.config, norm_stats=vla.norm_stats).eval())
     rows = {}
     for name, candidate in (("trained", policy), ("language-blind", blind), ("untrained", untrained)):
         start = time.perf_counter()
         results = evaluate(suite, candidate, args.run_dir / f"closed_loop_{args.suite}_{name}",
                            num_trials_per_task=args.trials, num_steps_wait=0, progress=False,
+                           num_open_loop_steps=args.open_loop_steps,
                            settings={"policy": name, "checkpoint": str(args.run_dir / "export")})
         rows[name] = {**results["suite"], "eval_s": time.perf_counter() - start}
 
@@ -92,7 +102,9 @@ def main() -> None:
           f"(a language-blind policy can succeed on at most ~{1 / suite.n_tasks:.0%} of them)")
     print(f"demos {config['demos']} | steps {metrics['global_step']} (batch {config['batch_size']}, lr {config['lr']}) | "
           f"train wall {'-' if train_s is None else f'{train_s:.0f} s'} | "
-          f"val action acc {metrics.get('val/action_accuracy', float('nan')):.3f} | val L1 {metrics.get('val/l1', float('nan')):.4f}")
+          f"val action acc {metrics.get('val/action_accuracy', float('nan')):.3f} | val L1 {metrics.get('val/l1', float('nan')):.4f} | "
+          f"head {vla.config.action_head} (K={vla.config.chunk_size}), views {list(vla.config.image_views)}, "
+          f"proprio {vla.config.proprio_dim}, FiLM {vla.config.film}")
     print("| policy | success | episodes | 95% Wilson CI | mean steps | eval wall s | vs baseline |")
     print("|:--|--:|--:|:--|--:|--:|--:|")
     base = rows["language-blind"]["success_rate"]

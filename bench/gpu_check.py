@@ -5,7 +5,8 @@
 
 Rows: (1) bf16 full fine-tune step of the 1.25B DinoSigLIP + Qwen2.5-0.5B shape and of the 7B DinoSigLIP +
 Llama-2 shape, with activation checkpointing and FSDP2; (2) QLoRA and LoRA step peak memory at 7B;
-(3) ``Policy.act`` latency at 7B; (4) chunk head (none in this version); (5) serve requests/s with and
+(3) ``Policy.act`` latency at 7B; (4) the action-chunk head's actions/s at 7B (OFT's LIBERO layout: K=8,
+primary + wrist views, proprio, one forward pass per chunk); (5) serve requests/s with and
 without micro-batching at 8 concurrent clients. Weights are random (nothing is downloaded): the LLMs are
 shape-only registry variants that use the offline SentencePiece tokenizer. The table is printed and,
 unless ``--no-append``, appended to docs/benchmarks.md under "GPU check". Exit status 1 if any row failed.
@@ -50,12 +51,16 @@ from vla.training.module import VLATrainingModule  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS_HEADING = "## GPU check"
 INSTRUCTION = "pick up the red screw"
-CHUNK_HEAD_MISSING = "not available (no action-chunk head in this version)"
+CHUNK_SIZE = 8  # OFT's LIBERO chunk
+CHUNK_GOAL_HZ = 100.0  # OFT reports ~110 actions/s at 7B
+PROPRIO_DIM = 8  # OFT's LIBERO state: eef position, axis-angle, two gripper joints
 QLORA_GOAL_GB = 16.0  # OpenVLA's LoRA fine-tuning needs about 27 GB
 PREDICT_GOAL_HZ = 10.0  # OpenVLA reports ~6 Hz on an RTX 4090
 STATS = {"sim": {"action": {"q01": [-0.05] * 6 + [0.0], "q99": [0.05] * 6 + [1.0], "min": [-0.1] * 6 + [0.0],
                             "max": [0.1] * 6 + [1.0], "mean": [0.0] * 7, "std": [0.02] * 6 + [0.5],
-                            "mask": [True] * 6 + [False]}}}
+                            "mask": [True] * 6 + [False]},
+                 "proprio": {"q01": [-1.0] * PROPRIO_DIM, "q99": [1.0] * PROPRIO_DIM, "min": [-1.0] * PROPRIO_DIM,
+                             "max": [1.0] * PROPRIO_DIM, "mean": [0.0] * PROPRIO_DIM, "std": [1.0] * PROPRIO_DIM}}}
 
 
 def shape_only_backbones() -> dict[str, LLMSpec]:
@@ -137,11 +142,13 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def build_model(vision: str, llm: str, target: Target) -> VLA:
-    """Random weights created on the target device in the target dtype: a 7B model never sits in host fp32."""
+def build_model(vision: str, llm: str, target: Target, **head: object) -> VLA:
+    """Random weights created on the target device in the target dtype: a 7B model never sits in host fp32.
+
+    ``head``: build_vla's action-head options (``action_head``, ``chunk_size``, ``image_views``, ...)."""
     torch.manual_seed(0)
     with torch.device(target.device), default_dtype(target.dtype):
-        return build_vla(vision, llm, norm_stats=STATS)
+        return build_vla(vision, llm, norm_stats=STATS, **head)
 
 
 def describe(vla: VLA) -> str:
@@ -253,8 +260,9 @@ def adapter_row(stage: str, plan: Plan, target: Target, quick: bool) -> dict[str
     return row
 
 
-def build_policy(plan: Plan, target: Target) -> Policy:
-    return Policy(build_model(plan.vision, plan.big_llm, target).eval().requires_grad_(False))
+def build_policy(plan: Plan, target: Target, compile_decoding: bool = False) -> Policy:
+    return Policy(build_model(plan.vision, plan.big_llm, target).eval().requires_grad_(False),
+                  compile_decoding=compile_decoding)
 
 
 def random_images(count: int, size: int = 224) -> list[np.ndarray]:
@@ -262,9 +270,10 @@ def random_images(count: int, size: int = 224) -> list[np.ndarray]:
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def predict_row(plan: Plan, target: Target, quick: bool) -> dict[str, str]:
-    """Row 3: one ``Policy.act`` call (preprocess, prefill, 7 greedy action tokens, un-normalize)."""
-    policy = build_policy(plan, target)
+def predict_row(plan: Plan, target: Target, quick: bool, compile_decoding: bool = False) -> dict[str, str]:
+    """Row 3: one ``Policy.act`` call (preprocess, prefill, 7 greedy action tokens, un-normalize); 3b with the
+    static-cache decoder whose decode step is compiled (CUDA graphs; its first calls, in the warm-up, compile)."""
+    policy = build_policy(plan, target, compile_decoding)
     (image,) = random_images(1)
     free_memory(target)
     times = []
@@ -277,6 +286,31 @@ def predict_row(plan: Plan, target: Target, quick: bool) -> dict[str, str]:
     return {"model": describe(policy.model), "batch": "1",
             "result": f"{1000 / hz:.1f} ms, median of {len(times)} ({hz:.1f} Hz)", "memory": peak_memory(target),
             "goal": goal_text(f">= {PREDICT_GOAL_HZ:.0f} Hz", None if quick else hz >= PREDICT_GOAL_HZ)}
+
+
+def chunk_row(plan: Plan, target: Target, quick: bool) -> dict[str, str]:
+    """Row 4: ``Policy.act`` of the L1 chunk head (primary + wrist image, proprio) -> a [K, 7] chunk per call."""
+    vla = build_model(plan.vision, plan.big_llm, target, action_head="l1", chunk_size=CHUNK_SIZE,
+                      image_views=("primary", "wrist"), use_proprio=True)
+    policy = Policy(vla.eval().requires_grad_(False))
+    primary, wrist = random_images(2)
+    observation = {"image": primary, "wrist_image": wrist, "state": np.zeros(PROPRIO_DIM, dtype=np.float32)}
+    free_memory(target)
+    times = []
+    for call in range(plan.predict_warmup + plan.predict_calls):
+        start = time.perf_counter()
+        chunk = policy.act(observation, INSTRUCTION)
+        if call >= plan.predict_warmup:
+            times.append(time.perf_counter() - start)
+    if chunk.shape != (CHUNK_SIZE, 7):
+        raise RuntimeError(f"the chunk head returned shape {chunk.shape}, expected ({CHUNK_SIZE}, 7)")
+    latency = statistics.median(times)
+    rate = CHUNK_SIZE / latency
+    return {"model": describe(policy.model) + ", l1 head, 2 views + proprio", "batch": "1",
+            "result": f"{rate:.0f} actions/s ({1000 * latency:.1f} ms per {CHUNK_SIZE}-action chunk, median of "
+                      f"{len(times)})",
+            "memory": peak_memory(target),
+            "goal": goal_text(f">= {CHUNK_GOAL_HZ:.0f} actions/s", None if quick else rate >= CHUNK_GOAL_HZ)}
 
 
 def serve_requests_per_s(policy: Policy, max_batch_size: int, plan: Plan) -> float:
@@ -324,7 +358,7 @@ def run_row(key: str, what: str, measure: Callable[[], dict[str, str]], target: 
     return row
 
 
-ROW_KEYS = ("1a", "1b", "2a", "2b", "3", "4", "5")
+ROW_KEYS = ("1a", "1b", "2a", "2b", "3", "3b", "4", "5")
 
 
 def measure_all(plan: Plan, target: Target, quick: bool, keys: tuple[str, ...] = ROW_KEYS) -> list[Row]:
@@ -335,7 +369,9 @@ def measure_all(plan: Plan, target: Target, quick: bool, keys: tuple[str, ...] =
         "2a": ("QLoRA step, 7B shape", lambda: adapter_row("qlora", plan, target, quick)),
         "2b": ("LoRA step, 7B shape", lambda: adapter_row("lora", plan, target, quick)),
         "3": ("predict_action (Policy.act), 7B shape", lambda: predict_row(plan, target, quick)),
-        "4": ("action-chunk head actions/s", None),
+        "3b": ("predict_action, compiled static-cache decoding, 7B shape",
+               lambda: predict_row(plan, target, quick, compile_decoding=True)),
+        "4": ("action-chunk head actions/s, 7B shape", lambda: chunk_row(plan, target, quick)),
         "5": (f"serve throughput, {plan.clients} clients", lambda: serve_row(plan, target)),
     }
     measured = []
@@ -343,10 +379,7 @@ def measure_all(plan: Plan, target: Target, quick: bool, keys: tuple[str, ...] =
         if key not in keys:
             continue
         what, measure = rows[key]
-        if measure is None:
-            measured.append(Row(key, what, result=CHUNK_HEAD_MISSING, status="skipped: no action-chunk head"))
-        else:
-            measured.append(run_row(key, what, measure, target))
+        measured.append(run_row(key, what, measure, target))
     return measured
 
 
@@ -387,7 +420,10 @@ def notes(plan: Plan, target: Target, quick: bool) -> list[str]:
         "states, activations), GB = 1e9 bytes; reserved is the caching allocator's peak." if target.cuda else
         "Peak memory: n/a on CPU.",
         f"predict_action: Policy.act on one 224x224 image, {plan.predict_warmup} warm-up call(s), median of "
-        f"{plan.predict_calls}; OpenVLA reports ~6 Hz on an RTX 4090.",
+        f"{plan.predict_calls}; OpenVLA reports ~6 Hz on an RTX 4090. Row 3b: Policy(compile_decoding=True) "
+        "(vla.models.decoding: StaticCache + the decode step under torch.compile, mode reduce-overhead on CUDA).",
+        f"Chunk head (row 4): Policy.act on a primary + wrist image and {PROPRIO_DIM}-D proprio, one forward pass "
+        f"returning {CHUNK_SIZE} x 7 actions; actions/s = {CHUNK_SIZE} / latency. OFT reports ~110 actions/s at 7B.",
         f"Serve: create_app + BackgroundServer (uvicorn, 127.0.0.1, in this process, so the client threads share "
         f"the GIL with the server) and vla.client.PolicyClient; {plan.clients} client threads x "
         f"{plan.requests_per_client} request(s) after 1 warm-up request each; max_batch_size 8 vs 1.",

@@ -6,7 +6,10 @@
 Each stage is timed with the device synchronized around it (median over calls), then one call runs under
 ``torch.profiler`` and the ops with the most self time are printed: on a GPU, host time far above device
 time means the decode loop is launch-bound (Python and kernel-launch overhead), not bandwidth-bound.
-Random weights; the LLM shape uses the offline SentencePiece tokenizer (see gpu_check.py).
+``--static-decode`` also times the lever for that: the same greedy decoding with a preallocated
+``StaticCache`` (fixed shapes, no mask rebuilt per step), eager and with the decode step under
+``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a GPU), and checks its logits against
+today's decoding. Random weights; the LLM shape uses the offline SentencePiece tokenizer (see gpu_check.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from transformers import StaticCache  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check import (INSTRUCTION, Target, build_model, random_images, shape_only_backbones)  # noqa: E402
@@ -87,11 +91,95 @@ def staged_act(policy: Policy, image: np.ndarray, timer: StageTimer) -> np.ndarr
         policy.processor.decode_actions(torch.stack(tokens, dim=1)), stats, kind=normalization_kind(stats)))
 
 
+class StaticDecoder:
+    """Greedy decoding of one prompt with a reused ``StaticCache``; ``step`` may be a compiled function.
+
+    No attention mask is passed (batch 1, no padding): the causal mask then follows from positions and
+    the cache, so every decode step has the same shapes and can be captured as a CUDA graph.
+    """
+
+    def __init__(self, policy: Policy, compile_mode: str | None):
+        self.policy, self.llm = policy, policy.model.llm_backbone.llm
+        self.caches: dict[int, StaticCache] = {}
+        self.step = self._step if compile_mode is None else torch.compile(self._step, mode=compile_mode, dynamic=False)
+
+    def _step(self, embeds: torch.Tensor, positions: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+        return self.llm(inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True).logits[:, -1]
+
+    @torch.inference_mode()
+    def logits(self, image: np.ndarray) -> torch.Tensor:
+        """[1, D, vocab] logits of the D greedy steps."""
+        model, steps = self.policy.model, self.policy.action_dim()
+        device = next(model.parameters()).device
+        inputs = self.policy.processor.inference_batch([self.policy.preprocess(image)], [INSTRUCTION])
+        embeds, _, _ = model.embed_multimodal(**{k: v.to(device) for k, v in inputs.items()})
+        length = embeds.shape[1]
+        if length + steps not in self.caches:
+            self.caches[length + steps] = StaticCache(config=self.llm.config, max_cache_len=length + steps)
+        cache = self.caches[length + steps]
+        cache.reset()
+        positions = torch.arange(length, device=device)[None]
+        out = self.llm(inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        logits = [out.logits[:, -1]]
+        for step in range(1, steps):
+            token = logits[-1].argmax(dim=-1)
+            position = torch.full((1, 1), length + step - 1, device=device)
+            logits.append(self.step(model.llm_backbone.embed(token[:, None]), position, cache).clone())
+        return torch.stack(logits, dim=1)
+
+
+@torch.inference_mode()
+def dynamic_logits(policy: Policy, image: np.ndarray) -> torch.Tensor:
+    """Today's decoding (``VLA.generate_action_tokens``' loop), returning the logits of each step."""
+    model = policy.model
+    device = next(model.parameters()).device
+    inputs = policy.processor.inference_batch([policy.preprocess(image)], [INSTRUCTION])
+    embeds, mask, _ = model.embed_multimodal(**{k: v.to(device) for k, v in inputs.items()})
+    positions = torch.arange(embeds.shape[1], device=device)[None]
+    out = model.llm_backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1)
+    logits = [out.logits[:, -1]]
+    for _ in range(1, policy.action_dim()):
+        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+        positions = positions[:, -1:] + 1
+        out = model.llm_backbone(inputs_embeds=model.llm_backbone.embed(logits[-1].argmax(dim=-1)[:, None]),
+                                 attention_mask=mask, position_ids=positions, cache=out.cache, use_cache=True)
+        logits.append(out.logits[:, -1])
+    return torch.stack(logits, dim=1)
+
+
+def time_static_decoding(policy: Policy, image: np.ndarray, target: Target, calls: int) -> None:
+    """Median ms per call (decoding from the image) and the largest logit difference from today's path."""
+    reference = dynamic_logits(policy, image).float()
+    modes = [("dynamic cache (today)", None), ("static cache, eager", None),
+             ("static cache, compiled", "reduce-overhead" if target.cuda else "default")]
+    print("| decoding | ms per call (median) | max abs logit diff vs today | same tokens |\n|---|---:|---:|---|")
+    for index, (name, compile_mode) in enumerate(modes):
+        decoder = StaticDecoder(policy, compile_mode)
+        run = (lambda: dynamic_logits(policy, image)) if index == 0 else (lambda: decoder.logits(image))
+        start = time.perf_counter()
+        logits = run()  # the first call compiles
+        warm = time.perf_counter() - start
+        for _ in range(2):
+            run()
+        seconds = []
+        for _ in range(calls):
+            target.sync()
+            start = time.perf_counter()
+            logits = run()
+            target.sync()
+            seconds.append(time.perf_counter() - start)
+        diff = (logits.float() - reference).abs().max().item()
+        same = bool((logits.argmax(-1) == reference.argmax(-1)).all())
+        print(f"| {name} (first call {warm:.1f} s) | {1000 * statistics.median(seconds):.1f} | {diff:.3g} | {same} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny model")
     parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--static-decode", action="store_true", help="also time static-cache (+ compiled) decoding")
     args = parser.parse_args()
     target = (Target(torch.device("cuda", 0), torch.bfloat16) if args.device == "cuda"
               else Target(torch.device("cpu"), torch.float32))
@@ -124,6 +212,8 @@ def main() -> None:
         target.sync()
     sort = "self_cuda_time_total" if target.cuda else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=15))
+    if args.static_decode:
+        time_static_decoding(policy, image, target, args.calls)
 
 
 if __name__ == "__main__":

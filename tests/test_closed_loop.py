@@ -88,9 +88,9 @@ def test_trained_tiny_vla_scores_far_above_chance_and_runs_closed_loop(tmp_path,
     suite = LoggedSimSuite("sim_reach", n_init_states=2)
     policy = Policy(trained, preprocessing="openvla-eval", unnorm_key="vla_sim")
 
-    def logged_policy(image, instruction):
-        action = policy(image, instruction)
-        suite.log.append(("act", instruction, image.copy(), np.array(action)))
+    def logged_policy(observation, instruction):
+        action = policy(observation, instruction)
+        suite.log.append(("act", instruction, observation["image"].copy(), np.array(action)))
         return action
 
     results = evaluate(suite, logged_policy, tmp_path / "closed_loop", num_trials_per_task=2, num_steps_wait=0,

@@ -16,7 +16,7 @@ from vla.models.llm import LLM_BACKBONES, register_llm_backbone
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "bench" / "gpu_check.py"
-ROWS = ("1a", "1b", "2a", "2b", "3", "4", "5")
+ROWS = ("1a", "1b", "2a", "2b", "3", "3b", "4", "5")
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,20 @@ def test_quick_cpu_mode_runs_every_row():
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| row ")]
     statuses = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in table}
     assert list(statuses) == list(ROWS), proc.stdout
-    assert all(statuses[row] == "ok" for row in ROWS if row != "4"), statuses
-    assert statuses["4"].startswith("skipped") and "not available (no action-chunk head in this version)" in proc.stdout
-    assert "ms/step" in proc.stdout and "Hz" in proc.stdout and "req/s" in proc.stdout
+    assert all(statuses[row] == "ok" for row in ROWS), statuses
+    assert "ms/step" in proc.stdout and "Hz" in proc.stdout and "req/s" in proc.stdout and "actions/s" in proc.stdout
+
+
+def test_rows_option_measures_only_the_named_rows():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--no-append", "--rows", "3,4"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| row ")]
+    assert rows == ["3", "4"]
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--rows", "3,9"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--rows 9: unknown" in bad.stderr
 
 
 def test_shape_only_llms_keep_the_hub_models_parameter_counts(gpu_check, monkeypatch):

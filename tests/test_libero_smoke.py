@@ -28,8 +28,10 @@ SMOKE = textwrap.dedent("""
     task = suite.get_task(0)
     seen = []
 
-    def zero_policy(image, instruction):
-        seen.append([list(image.shape), str(image.dtype), instruction])
+    def zero_policy(observation, instruction):
+        image = observation["image"]
+        seen.append([list(image.shape), str(image.dtype), instruction, list(observation["wrist_image"].shape),
+                     list(observation["state"].shape)])
         return np.array([0, 0, 0, 0, 0, 0, 1.0])
 
     results = evaluate(suite, zero_policy, out, num_trials_per_task=1, num_steps_wait=1, task_ids=[0],
@@ -49,4 +51,5 @@ def test_libero_rollout_smoke(tmp_path):
     record = json.loads((tmp_path / "episodes.jsonl").read_text())
     assert record["error"] is None, record["error"]
     assert record["steps"] == 2 and record["success"] is False and summary["episodes"] == 1
-    assert summary["seen"] == [[[256, 256, 3], "uint8", summary["language"]]] * 2
+    # OpenVLA-OFT's inputs too: the wrist camera and the 8-D state (EEF pos, axis-angle, 2 finger joints).
+    assert summary["seen"] == [[[256, 256, 3], "uint8", summary["language"], [256, 256, 3], [8]]] * 2

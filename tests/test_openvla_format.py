@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from vla.models import VLAConfig, build_vla
 from vla.models.openvla_format import (
-    _assign,
-    _empty_vla,
+    assign_weights,
+    empty_vla,
     export_openvla_hf,
     from_hf_name,
     from_prismatic_name,
@@ -249,14 +249,14 @@ def test_rejects_paths_and_architectures_openvla_cannot_express(tmp_path):
 
 def test_skeleton_is_built_on_meta_and_nothing_is_left_there(two_dataset_vla):
     llm_config = two_dataset_vla.llm_backbone.llm.config
-    skeleton = _empty_vla(two_dataset_vla.config, two_dataset_vla.norm_stats, llm_config, None)
+    skeleton = empty_vla(two_dataset_vla.config, two_dataset_vla.norm_stats, llm_config, None)
     assert all(p.is_meta for p in skeleton.parameters())
     assert not skeleton.image_transform.mean.is_meta  # preprocessing is built on CPU
-    loaded = _assign(skeleton, iter(two_dataset_vla.state_dict().items()))
+    loaded = assign_weights(skeleton, iter(two_dataset_vla.state_dict().items()))
     rotary = "llm_backbone.llm.model.rotary_emb.inv_freq"
     assert torch.equal(loaded.get_buffer(rotary), two_dataset_vla.get_buffer(rotary))  # rebuilt, not in checkpoints
 
-    skeleton = _empty_vla(VLAConfig("tiny-dinosiglip-224px", "tiny-llama"), {}, llm_config, None)
+    skeleton = empty_vla(VLAConfig("tiny-dinosiglip-224px", "tiny-llama"), {}, llm_config, None)
     skeleton.projector.register_buffer("scale", torch.ones(1, device="meta"), persistent=False)
     with pytest.raises(RuntimeError, match=r"left \['projector.scale'\] on the meta device"):
-        _assign(skeleton, iter(two_dataset_vla.state_dict().items()))
+        assign_weights(skeleton, iter(two_dataset_vla.state_dict().items()))

@@ -96,6 +96,27 @@ def test_openvla_scope_adapts_vision_and_projector_with_frozen_bases(tiny_vla):
     assert not any("lm_head" in n for n in trainable)
 
 
+def test_oft_modules_train_in_full_without_adapters():
+    """OFT wraps the VLA with LoRA before adding FiLM, the action head and the proprio projector, and trains
+    those in full: no adapter lands on them, even with every vision linear adapted."""
+    from vla.models import build_vla
+
+    stats = {"sim": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}, "proprio": {"q01": [-1.0] * 8, "q99": [1.0] * 8}}}
+    torch.manual_seed(0)
+    chunk_vla = build_vla("tiny-dinosiglip-224px", "tiny-llama", norm_stats=stats, action_head="l1", chunk_size=2,
+                          use_proprio=True, film=True)
+    plain_keys = chunk_vla.state_dict().keys()
+    vla = apply_lora(chunk_vla, r=4, adapt_vision_and_projector=True)
+    adapted = {n for n, m in vla.named_modules() if isinstance(m, LoraLayer)}
+    assert "vision_backbone.featurizer.blocks.0.block.attn.qkv" in adapted  # the FiLMed ViT's own linears adapt
+    assert not {n for n in adapted if n.startswith(("action_head.", "proprio_projector.")) or n.endswith((".scale", ".shift"))}
+    never_used = {id(p) for p in vla.vision_backbone.unused_parameters()}
+    for module in vla.chunk_modules():
+        assert not isinstance(module, LoraLayer) and not any(".lora_" in n for n, _ in module.named_parameters())
+        assert all(p.requires_grad or id(p) in never_used for p in module.parameters())
+    assert merge_lora(vla).state_dict().keys() == plain_keys
+
+
 def test_target_modules_by_name_and_errors(tiny_vla):
     vla = apply_lora(copy.deepcopy(tiny_vla), r=4, target_modules=("q_proj", "v_proj"))
     adapted = {n.rsplit(".", 1)[-1] for n, m in vla.named_modules() if isinstance(m, LoraLayer)}

@@ -2,24 +2,32 @@
 
 ``PolicyClient`` speaks the exact OpenVLA ``deploy.py`` wire format (:mod:`vla.wire`, json_numpy
 bodies) but encodes and decodes explicitly instead of monkey-patching ``json`` the way
-``json_numpy.patch()`` does. It has the same ``act(image, instruction, unnorm_key)`` as
-:class:`vla.policy.Policy`, so code written against one runs against the other.
+``json_numpy.patch()`` does. It has the same ``act(observation_or_image, instruction, unnorm_key)`` as
+:class:`vla.policy.Policy`, so code written against one runs against the other: an image, or a robot
+observation dict from which the inputs the served model takes are sent (its camera views and proprio,
+as ``/info`` lists them). The answer is an action [D] (token models) or a chunk [K, D] (chunk models).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import requests
 
 from vla.wire import API_KEY_HEADER, PayloadError, dumps, loads
 
+# Camera view -> observation key, which is also its /act field (as vla.policy.OBSERVATION_VIEW_KEYS).
+VIEW_KEYS = {"primary": "image", "wrist": "wrist_image"}
+STATE_KEY = "state"
+
 
 class ActionSource(Protocol):
     """Anything with ``act``: a :class:`PolicyClient` or an in-process :class:`vla.policy.Policy`."""
 
-    def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray: ...
+    def act(self, observation_or_image: np.ndarray | Mapping[str, Any], instruction: str,
+            unnorm_key: str | None = None) -> np.ndarray: ...
 
 
 class ServerError(RuntimeError):
@@ -41,9 +49,12 @@ class PolicyClient:
         self.session = requests.Session()
         if api_key:
             self.session.headers[API_KEY_HEADER] = api_key
+        self._model_inputs: tuple[list[str], int] | None = None
 
-    def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
-        payload = {"image": np.ascontiguousarray(image), "instruction": instruction}
+    def act(self, observation_or_image: np.ndarray | Mapping[str, Any], instruction: str,
+            unnorm_key: str | None = None) -> np.ndarray:
+        """The server's un-normalized action [D] or chunk [K, D] for an image or a robot observation dict."""
+        payload = {**self.request_inputs(observation_or_image), "instruction": instruction}
         if unnorm_key is not None:
             payload["unnorm_key"] = unnorm_key
         response = self.session.post(f"{self.url}/act", data=dumps(payload), timeout=self.timeout_s,
@@ -56,6 +67,35 @@ class PolicyClient:
         if not isinstance(action, np.ndarray):
             raise ServerError(response.status_code, f"expected a json_numpy array, got {type(action).__name__}")
         return action
+
+    def request_inputs(self, observation_or_image: np.ndarray | Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The ``/act`` input fields: an image alone, or from an observation dict (``image``,
+        ``wrist_image``?, ``state``?) the served model's views and proprio, so a robot whose observations
+        hold more than the model uses (a wrist camera, a state) works with every model."""
+        if not isinstance(observation_or_image, Mapping):
+            return {"image": np.ascontiguousarray(observation_or_image)}
+        views, proprio_dim = self.model_inputs()
+        fields = {}
+        for view in views:
+            key = VIEW_KEYS.get(view)
+            if key is None or key not in observation_or_image:
+                raise ValueError(f"The served model takes camera views {views}, but the observation has no image for "
+                                 f"view {view!r} (expected key {key!r}; got keys {sorted(observation_or_image)})")
+            fields[key] = np.ascontiguousarray(observation_or_image[key])
+        if proprio_dim:
+            if STATE_KEY not in observation_or_image:
+                raise ValueError(f"The served model takes a {proprio_dim}-D proprio state, but the observation has no "
+                                 f"{STATE_KEY!r} (got keys {sorted(observation_or_image)})")
+            fields["proprio"] = np.asarray(observation_or_image[STATE_KEY], dtype=np.float64)
+        return fields
+
+    def model_inputs(self) -> tuple[list[str], int]:
+        """(camera views, proprio_dim) of the served model, asked once; servers from before action chunks
+        do not list them and take the primary image only."""
+        if self._model_inputs is None:
+            info = self.info()
+            self._model_inputs = (list(info.get("image_views", ["primary"])), int(info.get("proprio_dim", 0)))
+        return self._model_inputs
 
     def info(self) -> dict:
         return self._get("/info")

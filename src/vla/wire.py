@@ -23,6 +23,9 @@ API_KEY_HEADER = "X-API-Key"
 NUMPY_TAG = "__numpy__"
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: nothing that can hold Python objects
 MAX_INSTRUCTION_CHARS = 2048  # far above any real task description; bounds tokenization work
+MAX_PROPRIO_DIM = 256  # far above any robot state; bounds what a request can make the server normalize
+# OpenVLA-OFT's deploy.py names: the primary image as "full_image", the proprio state as "state".
+FIELD_ALIASES = {"image": "full_image", "proprio": "state"}
 
 
 class PayloadError(ValueError):
@@ -42,12 +45,15 @@ class ActRequest:
     unnorm_key: str | None
     plain_lists: bool = False  # the image came as nested lists: answer with a plain list too
     double_encoded: bool = False  # OpenVLA's {"encoded": ...} form: answer double-encoded too
+    wrist_image: np.ndarray | None = None  # uint8 [H, W, 3], for models with a wrist view
+    proprio: np.ndarray | None = None  # float64 [P], finite: the raw (un-normalized) robot state
 
 
 def encode_action(action: np.ndarray, plain_lists: bool = False, double_encoded: bool = False) -> str:
     """The ``/act`` answer, as OpenVLA's ``deploy.py`` gives it: json_numpy, or for a double-encoded request
     that json_numpy text as a JSON string (``JSONResponse(json_numpy.dumps(action))``); a plain list of
-    floats for a client that sent its image as plain lists (no json_numpy on its side)."""
+    floats for a client that sent its image as plain lists (no json_numpy on its side). ``action`` is
+    one action [D] or a chunk [K, D] (nested lists when plain)."""
     if plain_lists:
         return json.dumps(np.asarray(action).tolist())
     return json.dumps(dumps(action)) if double_encoded else dumps(action)
@@ -117,16 +123,31 @@ def parse_act_payload(body: bytes, max_image_side: int) -> ActRequest:
         payload = loads(payload["encoded"], max_array_bytes)
     if not isinstance(payload, dict):
         raise PayloadError(f"Body must be a JSON object, got {type(payload).__name__}")
+    payload = _resolve_aliases(payload)
     missing = [name for name in ("image", "instruction") if name not in payload]
     if missing:
         raise PayloadError(f"Missing required field(s) {missing}")
+    wrist_image, proprio = payload.get("wrist_image"), payload.get("proprio")
     return ActRequest(
         image=_check_image(payload["image"], max_image_side),
         instruction=_check_instruction(payload["instruction"]),
         unnorm_key=_check_unnorm_key(payload.get("unnorm_key")),
         plain_lists=isinstance(payload["image"], list),
         double_encoded=double_encoded,
+        wrist_image=None if wrist_image is None else _check_image(wrist_image, max_image_side, "wrist_image"),
+        proprio=None if proprio is None else _check_proprio(proprio),
     )
+
+
+def _resolve_aliases(payload: dict[str, Any]) -> dict[str, Any]:
+    """OpenVLA-OFT's field names under ours; a request giving both names of one field is ambiguous."""
+    payload = dict(payload)
+    for name, alias in FIELD_ALIASES.items():
+        if alias in payload:
+            if name in payload:
+                raise PayloadError(f"Send either {name!r} or {alias!r} (OpenVLA-OFT's name for it), not both")
+            payload[name] = payload.pop(alias)
+    return payload
 
 
 IMAGE_EXAMPLES = (
@@ -136,37 +157,59 @@ IMAGE_EXAMPLES = (
 )
 
 
-def _check_image(image: Any, max_image_side: int) -> np.ndarray:
+def _check_image(image: Any, max_image_side: int, name: str = "image") -> np.ndarray:
     """A json_numpy uint8 array, or a plain nested list of 0-255 integers (what ``img.tolist()`` sends)."""
     if isinstance(image, list):
-        image = _image_from_lists(image)
+        image = _image_from_lists(image, name)
     if not isinstance(image, np.ndarray):
-        raise PayloadError(f"'image' must be a json_numpy uint8 array or a nested list [H][W][3] of 0-255 integers, "
+        raise PayloadError(f"'{name}' must be a json_numpy uint8 array or a nested list [H][W][3] of 0-255 integers, "
                            f"got {type(image).__name__}.\n{IMAGE_EXAMPLES}")
     if image.dtype != np.uint8:
-        raise PayloadError(f"'image' must have dtype uint8, got {image.dtype}.\n{IMAGE_EXAMPLES}")
+        raise PayloadError(f"'{name}' must have dtype uint8, got {image.dtype}.\n{IMAGE_EXAMPLES}")
     if image.ndim != 3 or image.shape[2] != 3:
-        raise PayloadError(f"'image' must have shape [H, W, 3] (RGB), got {list(image.shape)}.\n{IMAGE_EXAMPLES}")
+        raise PayloadError(f"'{name}' must have shape [H, W, 3] (RGB), got {list(image.shape)}.\n{IMAGE_EXAMPLES}")
     height, width = image.shape[:2]
     if height == 0 or width == 0:
-        raise PayloadError(f"'image' is empty: shape {list(image.shape)}")
+        raise PayloadError(f"'{name}' is empty: shape {list(image.shape)}")
     if max(height, width) > max_image_side:
-        raise PayloadError(f"'image' is {height}x{width}; the largest side allowed is {max_image_side}", 413)
+        raise PayloadError(f"'{name}' is {height}x{width}; the largest side allowed is {max_image_side}", 413)
     return image
 
 
-def _image_from_lists(rows: list) -> np.ndarray:
+def _image_from_lists(rows: list, name: str) -> np.ndarray:
     """A nested list of JSON integers 0..255 as a uint8 array; anything else (floats, bools, ragged rows) is refused."""
     try:
         array = np.array(rows)
     except ValueError as err:  # ragged nesting
-        raise PayloadError(f"'image' as a nested list must be rectangular [H][W][3] ({err}).\n{IMAGE_EXAMPLES}") from err
+        raise PayloadError(f"'{name}' as a nested list must be rectangular [H][W][3] ({err}).\n{IMAGE_EXAMPLES}") from err
     if array.dtype.kind not in "iu":
-        raise PayloadError(f"'image' as a nested list must hold integers 0-255, got {array.dtype.name} values.\n"
+        raise PayloadError(f"'{name}' as a nested list must hold integers 0-255, got {array.dtype.name} values.\n"
                            f"{IMAGE_EXAMPLES}")
     if array.size and (array.min() < 0 or array.max() > 255):
-        raise PayloadError(f"'image' values must be in 0..255, got {array.min()}..{array.max()}")
+        raise PayloadError(f"'{name}' values must be in 0..255, got {array.min()}..{array.max()}")
     return array.astype(np.uint8)
+
+
+def _check_proprio(proprio: Any) -> np.ndarray:
+    """The raw robot state: a 1-D json_numpy int/float array or a plain list of JSON numbers, all finite.
+
+    Booleans are refused (a flag is no joint position); NaN/inf would poison the normalized input.
+    """
+    if isinstance(proprio, list):
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in proprio):
+            raise PayloadError("'proprio' as a list must hold JSON numbers only (one per state dimension)")
+        proprio = np.array(proprio, dtype=np.float64)
+    if not isinstance(proprio, np.ndarray) or proprio.dtype.kind not in "iuf":
+        kind = proprio.dtype if isinstance(proprio, np.ndarray) else type(proprio).__name__
+        raise PayloadError(f"'proprio' (or 'state') must be a 1-D json_numpy float array or a list of numbers, got {kind}")
+    if proprio.ndim != 1 or proprio.size == 0:
+        raise PayloadError(f"'proprio' must be a non-empty 1-D array [P], got shape {list(proprio.shape)}")
+    if proprio.size > MAX_PROPRIO_DIM:
+        raise PayloadError(f"'proprio' has {proprio.size} values; at most {MAX_PROPRIO_DIM} allowed", 413)
+    proprio = proprio.astype(np.float64)
+    if not np.all(np.isfinite(proprio)):
+        raise PayloadError(f"'proprio' contains NaN/inf: {proprio.tolist()}")
+    return proprio
 
 
 def _check_text(name: str, text: str) -> str:

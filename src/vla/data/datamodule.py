@@ -11,6 +11,10 @@ Batches of one epoch are dealt round-robin to the workers (batch ``j`` comes fro
 worker roles are rotated by ``B`` so the first new batch comes from the right worker.
 The shard format (member names, tar reading, member decoding, manifest checks) is :mod:`vla.data.shards`.
 
+Action chunks, extra camera views and proprio (docs/action-chunks.md) only add fields to the same
+samples: each raw sample also collects the action bytes of its episode's next K-1 steps as the
+shards are read (:func:`_with_action_chunks`), so the stream and its resume stay as above.
+
 Integrity: shards are checked against the sha256 that ``manifest.json`` records (``verify_shards``,
 see :class:`VLADataModule`), and every decoded sample is validated (action length, finite, inside
 [-1, 1] where normalization bounds it); any failure raises :class:`CorruptShardError` naming the
@@ -22,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -41,6 +46,7 @@ from vla.data.shards import (
     ACTION_MEMBER,
     INSTRUCTION_MEMBER,
     MANIFEST_FILE,
+    PROPRIO_MEMBER,
     CorruptShardError,
     PreparedDataset,
     check_normalized_action,
@@ -55,6 +61,9 @@ from vla.data.shards import (
 
 PRIMARY_IMAGE = image_member("primary")
 _REQUIRED_MEMBERS = (ACTION_MEMBER, INSTRUCTION_MEMBER, PRIMARY_IMAGE)
+# Raw-sample field of chunked streams: ``action.npy`` bytes of steps t, t+1, ... of the sample's own
+# episode, K of them, fewer where the episode ends first (the decoder repeats the last one).
+ACTION_CHUNK = "action_chunk"
 
 RawSample = dict[str, Any]  # member bytes by field name + "__key__", "__shard__", "dataset_name"
 VerifyShards = Literal["first_read", "setup", "off"]
@@ -100,16 +109,16 @@ def num_transitions(prepared: PreparedDataset, split: str) -> int:
     return sum(shard.num_samples for shard in split_shards(prepared, split))
 
 
-def iter_raw_samples(shard: Shard, dataset_name: str) -> Iterator[RawSample]:
-    """Undecoded samples of one shard; corrupt, short or incomplete shards raise :class:`CorruptShardError`."""
+def iter_raw_samples(shard: Shard, dataset_name: str, members: Sequence[str] = _REQUIRED_MEMBERS) -> Iterator[RawSample]:
+    """Undecoded samples of one shard (``members`` kept); corrupt, short or incomplete shards raise :class:`CorruptShardError`."""
     count = 0
     for sample in iter_shard(shard.path):
         key = sample["__key__"].decode()
-        missing = [field for field in _REQUIRED_MEMBERS if field not in sample]
+        missing = [field for field in members if field not in sample]
         if missing:
             raise CorruptShardError(f"sample {key!r} in shard {shard.path} lacks members {missing}")
         yield {"__key__": key, "__shard__": str(shard.path), "dataset_name": dataset_name,
-               **{field: sample[field] for field in _REQUIRED_MEMBERS}}
+               **{field: sample[field] for field in members}}
         count += 1
     if count != shard.num_samples:
         raise CorruptShardError(f"shard {shard.path} holds {count} samples, its manifest says {shard.num_samples} (truncated?)")
@@ -136,12 +145,21 @@ class _FirstReadCheck:
 
 
 @dataclass(frozen=True)
+class _Layout:
+    """What the raw samples of a stream carry: these members and, for K > 1, :data:`ACTION_CHUNK`."""
+
+    members: tuple[str, ...] = _REQUIRED_MEMBERS
+    chunk_size: int = 1
+
+
+@dataclass(frozen=True)
 class _Piece:
-    """Samples ``start:stop`` of one shard."""
+    """Samples ``start:stop`` of one shard, the ``index``-th of its split."""
 
     shard: Shard
     start: int
     stop: int
+    index: int
 
 
 def _worker_pieces(shards: list[Shard], worker: int, num_workers: int) -> list[_Piece]:
@@ -149,30 +167,106 @@ def _worker_pieces(shards: list[Shard], worker: int, num_workers: int) -> list[_
     total = sum(shard.num_samples for shard in shards)
     low, high = worker * total // num_workers, (worker + 1) * total // num_workers
     pieces, offset = [], 0
-    for shard in shards:
+    for index, shard in enumerate(shards):
         start, stop = max(low, offset), min(high, offset + shard.num_samples)
         if start < stop:
-            pieces.append(_Piece(shard, start - offset, stop - offset))
+            pieces.append(_Piece(shard, start - offset, stop - offset, index))
         offset += shard.num_samples
     return pieces
 
 
-def _read_pieces(pieces: list[_Piece], dataset_name: str, check: _FirstReadCheck | None) -> Iterator[RawSample]:
+def _read_pieces(pieces: list[_Piece], shards: list[Shard], dataset_name: str, check: _FirstReadCheck | None,
+                 layout: _Layout) -> Iterator[RawSample]:
+    """The pieces' samples; with K > 1 each also carries its action chunk (see :func:`_with_action_chunks`)."""
     for piece in pieces:
         if check is not None:
             check(piece.shard)
-        yield from itertools.islice(iter_raw_samples(piece.shard, dataset_name), piece.start, piece.stop)
+        samples = iter_raw_samples(piece.shard, dataset_name, layout.members)
+        if layout.chunk_size == 1:
+            yield from itertools.islice(samples, piece.start, piece.stop)
+        else:
+            yield from _with_action_chunks(samples, piece, shards, dataset_name, check, layout)
+
+
+def _episode(raw: RawSample) -> str:
+    """The episode part of a ``<episode>_<timestep>`` sample key (:func:`vla.data.shards.sample_key`)."""
+    episode, separator, _ = raw["__key__"].rpartition("_")
+    if not separator:
+        raise CorruptShardError(f"sample key {raw['__key__']!r} in shard {raw['__shard__']} is not <episode>_<timestep>")
+    return episode
+
+
+def _with_action_chunks(samples: Iterator[RawSample], piece: _Piece, shards: list[Shard], dataset_name: str,
+                        check: _FirstReadCheck | None, layout: _Layout) -> Iterator[RawSample]:
+    """The piece's samples, in order, each with the action bytes of steps t..t+K-1 of its episode.
+
+    Why a sliding window and not an action index built at setup: samples of an episode are
+    consecutive (in key order) in the split's shards, so a sample's future actions are the next
+    samples' ``action.npy``. Pieces are contiguous ranges, so only the last K-1 samples of a piece
+    need actions from beyond it: the shard is read on past ``stop`` (at most K-1 more samples,
+    images not decoded) and, when the episode continues into the next shard (data_prep keeps
+    episodes within one shard; other writers may not), into the next shards, each hashed first like
+    any shard whose samples are used. Memory stays at K raw samples, the extra I/O at K-1 samples per
+    piece, and nothing is read at setup, which an index over millions of transitions would need.
+    The emitted samples and their order are those of K = 1, so the stream, worker splitting and
+    resume are unchanged. Past the episode's end the chunk is short; the decoder repeats the last action.
+    """
+    k = layout.chunk_size
+    pending: deque[RawSample] = deque()  # samples of one episode still collecting actions, oldest first
+
+    def extend(action: bytes) -> Iterator[RawSample]:
+        for sample in pending:
+            sample[ACTION_CHUNK].append(action)
+        if len(pending[0][ACTION_CHUNK]) == k:
+            yield pending.popleft()
+
+    for raw in itertools.islice(samples, piece.start, piece.stop):
+        if pending and _episode(raw) != _episode(pending[0]):
+            yield from pending  # their episode ended: short chunks
+            pending.clear()
+        raw[ACTION_CHUNK] = []
+        pending.append(raw)
+        yield from extend(raw[ACTION_MEMBER])
+    if pending:
+        following = (shards[i] for i in range(piece.index + 1, len(shards)))
+        tail = _episode_tail(samples, following, _episode(pending[0]), dataset_name, check, layout.members)
+        for action in itertools.islice(tail, k - 1):
+            yield from extend(action)
+        yield from pending
+
+
+def _episode_tail(rest: Iterator[RawSample], following: Iterable[Shard], episode: str, dataset_name: str,
+                  check: _FirstReadCheck | None, members: tuple[str, ...]) -> Iterator[bytes]:
+    """``action.npy`` bytes of the samples after a piece while they belong to ``episode`` (lazy: read on demand)."""
+    for raw in rest:
+        if _episode(raw) != episode:
+            return
+        yield raw[ACTION_MEMBER]
+    for shard in following:
+        samples = iter_raw_samples(shard, dataset_name, members)
+        first = next(samples, None)
+        if first is None:
+            continue
+        if _episode(first) != episode:
+            return
+        if check is not None:
+            check(shard)
+        yield first[ACTION_MEMBER]
+        for raw in samples:
+            if _episode(raw) != episode:
+                return
+            yield raw[ACTION_MEMBER]
 
 
 def _endless_share(shards: list[Shard], dataset_name: str, worker: int, num_workers: int, rng: np.random.Generator,
-                   shuffle: bool, check: _FirstReadCheck | None) -> Iterator[RawSample]:
+                   shuffle: bool, check: _FirstReadCheck | None, layout: _Layout) -> Iterator[RawSample]:
     """Passes over this worker's share forever (piece order reshuffled per pass when shuffling)."""
     pieces = _worker_pieces(shards, worker, num_workers)
     if not pieces:
         raise ValueError(f"dataset {dataset_name!r} has fewer training samples than loader workers ({num_workers})")
     while True:
         order = rng.permutation(len(pieces)) if shuffle else range(len(pieces))
-        yield from _read_pieces([pieces[i] for i in order], dataset_name, check)
+        yield from _read_pieces([pieces[i] for i in order], shards, dataset_name, check, layout)
 
 
 def _shuffle_buffer(samples: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
@@ -197,12 +291,19 @@ class _SampleDecoder:
 
     ``bounded_dims[dataset]`` marks the action dimensions normalization put in [-1, 1]. Any decode or
     validation error becomes a :class:`CorruptShardError` naming the shard and the sample key, so a
-    bad sample can be found among millions.
+    bad sample can be found among millions. Views are resized and augmented one after the other
+    with the sample's generator, so each view gets its own random crop and colour jitter (as Octo's
+    and OpenVLA-OFT's ``augment`` give each image its own seed) and one view consumes exactly the
+    draws it always did. ``proprio_dims[dataset]`` (None: no proprio) is the proprio size the
+    statistics promise. The ``l1`` head gets the [K, D] chunk and its ``action_pad_mask``.
     """
 
     processor: VLAProcessor
     bounded_dims: Mapping[str, np.ndarray]
     augmentation: OpenVLAAugmentation | None = None
+    image_views: tuple[str, ...] = ("primary",)
+    chunk_size: int = 1
+    proprio_dims: Mapping[str, int] | None = None
 
     def __call__(self, raw: RawSample, rng: np.random.Generator | None = None) -> dict[str, Any]:
         if self.augmentation is not None and rng is None:
@@ -216,13 +317,39 @@ class _SampleDecoder:
         return sample
 
     def _decode(self, raw: RawSample, rng: np.random.Generator | None) -> dict[str, Any]:
-        action = read_array(raw[ACTION_MEMBER])
-        check_normalized_action(action, self.bounded_dims[raw["dataset_name"]])
+        bounded = self.bounded_dims[raw["dataset_name"]]
+        options: dict[str, np.ndarray] = {}
+        if self.processor.action_head == "tokens":
+            action = read_array(raw[ACTION_MEMBER])
+            check_normalized_action(action, bounded)
+        else:
+            action, options["action_pad_mask"] = self._chunk(raw.get(ACTION_CHUNK, [raw[ACTION_MEMBER]]), bounded)
         instruction = read_text(raw[INSTRUCTION_MEMBER])
-        image = np.asarray(self.processor.image_transform.resize(read_image(raw[PRIMARY_IMAGE])))
-        if self.augmentation is not None:
-            image = self.augmentation(image, rng)
-        return self.processor.training_sample(image, instruction, action)
+        images = [self._image(raw[image_member(view)], rng) for view in self.image_views]
+        if self.proprio_dims is not None:
+            options["proprio"] = read_array(raw[PROPRIO_MEMBER])
+            expected = self.proprio_dims[raw["dataset_name"]]
+            if options["proprio"].shape != (expected,):
+                raise ValueError(f"proprio has shape {options['proprio'].shape}, the dataset statistics have {expected} dimensions")
+        return self.processor.training_sample(images[0] if len(images) == 1 else images, instruction, action, **options)
+
+    def _image(self, jpeg: bytes, rng: np.random.Generator | None) -> np.ndarray:
+        image = np.asarray(self.processor.image_transform.resize(read_image(jpeg)))
+        return image if self.augmentation is None else self.augmentation(image, rng)
+
+    def _chunk(self, members: list[bytes], bounded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[K, D] actions (the last one repeated past the episode's end) and the bool [K] mask of those repeats."""
+        actions = [read_array(member) for member in members]
+        for step, action in enumerate(actions):
+            try:
+                check_normalized_action(action, bounded)
+            except ValueError as err:
+                raise ValueError(f"action chunk step {step} (sample t+{step} of the episode): {err}") from err
+        real = len(actions)
+        if not 1 <= real <= self.chunk_size:
+            raise ValueError(f"action chunk holds {real} steps, expected 1..{self.chunk_size}")
+        actions += [actions[-1]] * (self.chunk_size - real)
+        return np.stack(actions), np.arange(self.chunk_size) >= real
 
 
 def _worker_slot() -> tuple[int, int]:
@@ -235,10 +362,10 @@ class _MixtureStream(IterableDataset):
 
     def __init__(self, datasets: list[PreparedDataset], weights: list[float], split: str, decoder: _SampleDecoder,
                  batch_size: int, batches_per_rank: int, rank: int, world_size: int, shuffle_buffer: int, seed: int,
-                 check: _FirstReadCheck | None):
+                 check: _FirstReadCheck | None, layout: _Layout):
         super().__init__()
         self.shards = [split_shards(dataset, split) for dataset in datasets]
-        self.check = check
+        self.check, self.layout = check, layout
         self.names = [dataset.dataset for dataset in datasets]
         self.weights = np.asarray(weights, dtype=np.float64)
         self.decoder, self.batch_size, self.batches_per_rank = decoder, batch_size, batches_per_rank
@@ -270,7 +397,7 @@ class _MixtureStream(IterableDataset):
         streams = []
         for i, (shards, name, weight) in enumerate(zip(self.shards, self.names, self.weights)):
             buffer = max(1, round(self.shuffle_buffer * weight)) if shuffle else 1
-            endless = _endless_share(shards, name, worker, num_workers, rngs[2 * i], shuffle, self.check)
+            endless = _endless_share(shards, name, worker, num_workers, rngs[2 * i], shuffle, self.check, self.layout)
             streams.append(_shuffle_buffer(endless, buffer, rngs[2 * i + 1]))
         pick = rngs[-1]
         while True:
@@ -281,16 +408,16 @@ class _SequentialStream(IterableDataset):
     """Every sample of a split once, dataset after dataset, no augmentation (validation)."""
 
     def __init__(self, datasets: list[PreparedDataset], split: str, decoder: _SampleDecoder, rank: int, world_size: int,
-                 check: _FirstReadCheck | None):
+                 check: _FirstReadCheck | None, layout: _Layout):
         super().__init__()
         self.shards = [(dataset.dataset, split_shards(dataset, split)) for dataset in datasets]
-        self.decoder, self.rank, self.world_size, self.check = decoder, rank, world_size, check
+        self.decoder, self.rank, self.world_size, self.check, self.layout = decoder, rank, world_size, check, layout
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         physical, num_workers = _worker_slot()
         worker, total = self.rank * num_workers + physical, self.world_size * num_workers
         for name, shards in self.shards:
-            for sample in _read_pieces(_worker_pieces(shards, worker, total), name, self.check):
+            for sample in _read_pieces(_worker_pieces(shards, worker, total), shards, name, self.check, self.layout):
                 yield self.decoder(sample)
 
 
@@ -335,6 +462,19 @@ class VLADataModule(pl.LightningDataModule):
     so every rank and worker agrees on the slices, the epoch holds only intact samples, the counts
     are known in the process that logs, and a resumed run over the same files replays the same
     stream. A split left with no intact shard still raises. Mixture weights keep the manifest sizes.
+
+    Action chunks (docs/action-chunks.md): ``chunk_size`` K > 1 gives each sample the normalized
+    actions t..t+K-1 of its own episode (past the end the last action repeats and
+    ``action_pad_mask`` marks those steps), for the ``l1`` head (whose processor must have the same
+    K). ``image_views`` are the camera views fed to the model, in order (one view: ``pixel_values``
+    [3, H, W] per sample, as always; several: [V, 3, H, W]); ``proprio`` adds the normalized
+    ``proprio`` [P]. The samples, their order, worker and rank splitting and resume are those of
+    the defaults, which give today's stream bit for bit. Checked when the datasets are loaded
+    (``setup``, ``dataset_statistics``), never mid-run: every view must be in each manifest's
+    ``image_views``; proprio needs a non-zero statistics ``proprio`` entry of one size across the
+    mixture; K may not exceed the mean episode length (``num_transitions // num_episodes``) of any
+    read split: manifests record no per-episode lengths, and counting them would read every tar
+    header of an OXE-scale mixture at setup. Shorter episodes still work: their chunks are padded.
     """
 
     def __init__(
@@ -353,13 +493,22 @@ class VLADataModule(pl.LightningDataModule):
         processor: VLAProcessor | None = None,
         verify_shards: VerifyShards = "first_read",
         on_corrupt_shard: OnCorruptShard = "error",
+        chunk_size: int = 1,
+        image_views: Sequence[str] = ("primary",),
+        proprio: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        views = (image_views,) if isinstance(image_views, str) else tuple(image_views)
+        if not views or len(set(views)) != len(views) or not all(isinstance(v, str) and v for v in views):
+            raise ValueError(f"image_views must be distinct view names (e.g. ['primary', 'wrist']), got {list(views)}")
         _check_integrity_options(verify_shards, on_corrupt_shard)
+        self.chunk_size, self.image_views, self.proprio = chunk_size, views, bool(proprio)
         self.data_root = Path(data_root)
         self.mixture = mixture if isinstance(mixture, str) else dict(mixture)
         self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
@@ -387,8 +536,44 @@ class VLADataModule(pl.LightningDataModule):
             sizes = {d.dataset: num_transitions(d, self.train_split) for d in datasets}
             mixture = resolve_mixture(self.mixture, sizes, self.balance_weights)
             kept = [(d, w) for d, (_, w) in zip(datasets, mixture) if w > 0]
+            self._check_layout([d for d, _ in kept])
             self._datasets, self._weights = [d for d, _ in kept], [w for _, w in kept]
         return self._datasets
+
+    def _check_layout(self, datasets: list[PreparedDataset]) -> None:
+        """Views, proprio and chunk size against what the shards hold (see the class docstring)."""
+        for dataset in datasets:
+            missing = [view for view in self.image_views if view not in dataset.image_views]
+            if missing:
+                raise ValueError(f"image_views {list(self.image_views)}: dataset {dataset.dataset!r} has no view(s) "
+                                 f"{missing}; {dataset.root / MANIFEST_FILE} lists {list(dataset.image_views)}")
+        if self.proprio:
+            dims = {dataset.dataset: dataset.proprio_dim() for dataset in datasets}
+            absent = [name for name, dim in dims.items() if dim == 0]
+            if absent:
+                raise ValueError(f"proprio=True, but dataset(s) {absent} have no proprio (their dataset_statistics.json "
+                                 "'proprio' entry is all zeros: the source had no state); use proprio=False")
+            if len(set(dims.values())) > 1:
+                raise ValueError(f"proprio sizes differ across the mixture {dims}; batches stack proprio, so they must agree")
+        splits = [split for split in (self.train_split, self.val_split) if split is not None]
+        for dataset in datasets:
+            for split in splits:
+                info = dataset.splits.get(split)
+                if not info or not info["num_episodes"]:
+                    continue
+                limit = max(1, int(info["num_transitions"]) // int(info["num_episodes"]))
+                if self.chunk_size > limit:
+                    raise ValueError(
+                        f"chunk_size={self.chunk_size} is larger than dataset {dataset.dataset!r} allows: its {split} episodes "
+                        f"average {limit} steps ({info['num_transitions']} transitions / {info['num_episodes']} episodes in "
+                        f"{dataset.root / MANIFEST_FILE}); choose chunk_size in 1..{limit}")
+
+    def _layout(self) -> _Layout:
+        """The members each raw sample keeps, and the chunk size the streams assemble."""
+        members = (ACTION_MEMBER, INSTRUCTION_MEMBER, *(image_member(view) for view in self.image_views))
+        if self.proprio:
+            members += (PROPRIO_MEMBER,)
+        return _Layout(members, self.chunk_size)
 
     @property
     def dataset_statistics(self) -> dict[str, Any]:
@@ -443,8 +628,27 @@ class VLADataModule(pl.LightningDataModule):
     def _decoder(self, augment: bool) -> _SampleDecoder:
         if self.processor is None:
             raise ValueError("VLADataModule needs the model's processor: pass processor= or call attach_processor()")
-        bounded = {dataset.dataset: dataset.bounded_action_dims() for dataset in self._ready()}
-        return _SampleDecoder(self.processor, bounded, OpenVLAAugmentation() if augment else None)
+        datasets = self._ready()
+        bounded = {dataset.dataset: dataset.bounded_action_dims() for dataset in datasets}
+        self._check_processor(bounded)
+        proprio_dims = {dataset.dataset: dataset.proprio_dim() for dataset in datasets} if self.proprio else None
+        return _SampleDecoder(self.processor, bounded, OpenVLAAugmentation() if augment else None, self.image_views,
+                              self.chunk_size, proprio_dims)
+
+    def _check_processor(self, bounded: Mapping[str, np.ndarray]) -> None:
+        """The model's head must take what the stream yields: one action (tokens) or [K, D] chunks (l1)."""
+        processor = self.processor
+        if processor.action_head == "tokens":
+            if self.chunk_size != 1:
+                raise ValueError(f"chunk_size={self.chunk_size} needs an action-chunk model (action_head 'l1'); "
+                                 "the processor's head is 'tokens', which predicts one action (chunk_size 1)")
+            return
+        if processor.chunk_size != self.chunk_size:
+            raise ValueError(f"VLADataModule chunk_size={self.chunk_size}, but the model's processor has "
+                             f"chunk_size={processor.chunk_size}; they must agree")
+        wrong = {name: dims.size for name, dims in bounded.items() if dims.size != processor.action_dim}
+        if wrong:
+            raise ValueError(f"the model predicts {processor.action_dim}-D actions, but dataset(s) have {wrong}")
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is not None:
@@ -461,8 +665,8 @@ class VLADataModule(pl.LightningDataModule):
         batches_per_rank = samples // (world_size * self.batch_size)
         if batches_per_rank < 1:
             raise ValueError(f"samples_per_epoch={samples} is less than one batch per rank ({world_size} x {self.batch_size})")
-        stream = _MixtureStream(datasets, self._weights, self.train_split, decoder, self.batch_size,
-                                batches_per_rank, rank, world_size, self.shuffle_buffer, self.seed, self._first_read)
+        stream = _MixtureStream(datasets, self._weights, self.train_split, decoder, self.batch_size, batches_per_rank,
+                                rank, world_size, self.shuffle_buffer, self.seed, self._first_read, self._layout())
         self._train_loader = _EpochLoader(stream, self._begin_epoch, batch_size=self.batch_size, num_workers=self.num_workers,
                                           collate_fn=self.processor.collate)
         return self._train_loader
@@ -472,7 +676,7 @@ class VLADataModule(pl.LightningDataModule):
             return []
         rank, world_size = self._rank_and_world()
         stream = _SequentialStream(self._ready(), self.val_split, self._decoder(augment=False), rank, world_size,
-                                   self._first_read)
+                                   self._first_read, self._layout())
         return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.processor.collate)
 
     def _begin_epoch(self) -> tuple[int, int]:

@@ -155,6 +155,19 @@ class PreparedDataset:
         mask = np.asarray(stats.get("mask", [True] * len(stats["q01"])), dtype=bool)
         return mask if self.normalization in BOUNDED_NORMALIZATIONS else np.zeros_like(mask)
 
+    def proprio_dim(self) -> int:
+        """Size P of the dataset's proprio, 0 when it has none.
+
+        data_prep stores zeros (and so all-zero statistics) for sources without state, as OpenVLA
+        does, so an all-zero ``proprio`` statistics entry means "no proprio"; every shard still
+        holds a ``proprio.npy`` member.
+        """
+        stats = self.statistics[self.dataset].get("proprio")
+        if not stats:
+            return 0
+        values = np.asarray([stats[key] for key in ("mean", "std", "min", "max")], dtype=np.float64)
+        return 0 if values.size == 0 or not values.any() else values.shape[1]
+
     def verify(self) -> None:
         """Hash every shard against the manifest (reads all bytes once)."""
         for split in self.splits.values():

@@ -8,7 +8,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from vla.eval.offline import evaluate_offline, print_offline_table, write_offline_results
+from vla.eval.offline import data_layout, evaluate_offline, print_offline_table, write_offline_results
 from vla.eval.records import EpisodeRecord
 from vla.eval.report import CHART_FILE
 from vla.eval.runner import evaluate
@@ -28,11 +28,15 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
 def run_offline(cfg: DictConfig) -> dict[str, Any]:
     """Loss / action-token accuracy / L1 of ``cfg.checkpoint`` on split ``cfg.split`` of ``cfg.data``."""
     vla = load_checkpoint(cfg.checkpoint, device=cfg.device)
-    datamodule = instantiate(cfg.data.datamodule, val_split=cfg.split, **({"batch_size": cfg.batch_size} if cfg.batch_size else {}))
+    layout = data_layout(vla)  # the data the model reads: chunk size, camera views, proprio
+    datamodule = instantiate(cfg.data.datamodule, val_split=cfg.split, **layout,
+                             **({"batch_size": cfg.batch_size} if cfg.batch_size else {}))
     metrics = evaluate_offline(vla, datamodule, device=cfg.device, precision=cfg.precision, limit_batches=cfg.limit_batches)
     settings = {"mode": "offline", "checkpoint": str(Path(cfg.checkpoint).resolve()), "data": cfg.data.name,
                 "data_root": str(Path(datamodule.data_root).resolve()), "split": cfg.split,
                 "batch_size": datamodule.batch_size, "limit_batches": cfg.limit_batches, "precision": cfg.precision}
+    if layout != {"chunk_size": 1, "image_views": ("primary",), "proprio": False}:  # OpenVLA's layout goes unsaid
+        settings.update({**layout, "image_views": list(layout["image_views"])})
     write_offline_results(cfg.out_dir, metrics, settings)
     if cfg.progress:
         print_offline_table(metrics, title=f"Offline eval: {cfg.data.name}, split {cfg.split}")
@@ -45,17 +49,22 @@ def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
     model = load_checkpoint(cfg.checkpoint, device=cfg.device)
     unnorm_key = cfg.unnorm_key or cfg.env.default_unnorm_key or resolve_suite_unnorm_key(model.norm_stats, suite.name)
     center_crop, center_crop_source = resolve_center_crop(cfg.center_crop, model)
-    policy = Policy(model, unnorm_key=unnorm_key, preprocessing="openvla-eval", center_crop=center_crop)
+    policy = Policy(model, unnorm_key=unnorm_key, preprocessing="openvla-eval", center_crop=center_crop,
+                    proprio_from_state=cfg.env.get("proprio_from_state"), compile_decoding=cfg.compile_decoding)
     num_steps_wait = cfg.env.num_steps_wait if cfg.num_steps_wait is None else cfg.num_steps_wait
+    # Validated for every model (a token model asked for several steps is an error); recorded for chunk models only.
+    open_loop_steps = policy.open_loop_steps(cfg.num_open_loop_steps)
     settings = {"env": cfg.env.name, "checkpoint": str(Path(cfg.checkpoint).resolve()),
                 "unnorm_key": policy.unnorm_key, "center_crop": center_crop, "center_crop_source": center_crop_source}
+    if policy.proprio_dim:  # how the env's state reaches the model is part of what the run measures
+        settings["proprio_from_state"] = policy.proprio_from_state
     wandb_run = _start_wandb(cfg, settings) if cfg.wandb.enabled else None
     results = evaluate(
         suite, policy, cfg.out_dir, num_trials_per_task=cfg.num_trials_per_task, num_steps_wait=num_steps_wait,
         seed=cfg.seed, task_ids=cfg.task_ids, videos_per_task=cfg.videos_per_task, max_steps=cfg.max_steps,
         settings=settings,
         on_episode=(lambda record: _log_episode(wandb_run, record, cfg.out_dir)) if wandb_run else None,
-        progress=cfg.progress,
+        progress=cfg.progress, num_open_loop_steps=open_loop_steps if policy.is_chunked else None,
     )
     if wandb_run is not None:
         suite_row = results["suite"]

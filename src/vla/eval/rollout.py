@@ -1,4 +1,9 @@
-"""One closed-loop episode: settle with no-ops, then policy steps until success or the step budget."""
+"""One closed-loop episode: settle with no-ops, then policy steps until success or the step budget.
+
+Chunk policies answer K actions per query; the first ``num_open_loop_steps`` of them run open loop
+(without looking at the observations in between) before the policy is asked again, as OpenVLA-OFT's
+eval does with its action queue.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ class Episode:
 
     success: bool = False
     steps: int = 0
-    latencies_s: list[float] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)  # one per policy query
     frames: list[np.ndarray] = field(default_factory=list)
     error: str | None = None
 
@@ -42,14 +47,31 @@ def start_episode(env: Env, init_state: Any) -> Observation:
     return env.set_init_state(init_state)
 
 
-def run_episode(env: Env, policy: ActFn, task: Task, init_state: Any, num_steps_wait: int = 10,
-                record_frames: bool = False, max_steps: int | None = None) -> Episode:
-    """Roll out ``policy`` on ``task`` for ``max_steps`` (default: the task's budget) policy steps.
+def open_loop_actions(answer: np.ndarray, num_open_loop_steps: int | None = None) -> list[np.ndarray]:
+    """The actions of one policy answer to execute before the next query: an action [D] is one, a chunk
+    [K, D] gives its first ``num_open_loop_steps`` (None: all K)."""
+    chunk = np.asarray(answer, dtype=np.float64)
+    if chunk.ndim == 1:
+        chunk = chunk[None]
+    if chunk.ndim != 2 or 0 in chunk.shape:
+        raise ValueError(f"A policy must answer an action [D] or a chunk [K, D], got shape {list(np.shape(answer))}")
+    if num_open_loop_steps is not None and num_open_loop_steps > len(chunk):
+        raise ValueError(f"num_open_loop_steps={num_open_loop_steps}, but the policy answered {len(chunk)} action(s)")
+    return list(chunk[:num_open_loop_steps])
 
-    Env exceptions end the episode as a failure with the error.
+
+def run_episode(env: Env, policy: ActFn, task: Task, init_state: Any, num_steps_wait: int = 10,
+                record_frames: bool = False, max_steps: int | None = None,
+                num_open_loop_steps: int | None = None) -> Episode:
+    """Roll out ``policy`` on ``task`` for ``max_steps`` (default: the task's budget) env steps.
+
+    The policy sees the whole observation; from each answer ``num_open_loop_steps`` actions (None:
+    the whole chunk, 1 for single actions) run before it is asked again. Env exceptions end the
+    episode as a failure with the error.
     """
     max_steps = task.max_steps if max_steps is None else max_steps
     episode = Episode()
+    queue: list[np.ndarray] = []
     try:
         obs = _env_call(start_episode, env, init_state)
         for _ in range(num_steps_wait):
@@ -57,10 +79,12 @@ def run_episode(env: Env, policy: ActFn, task: Task, init_state: Any, num_steps_
         while episode.steps < max_steps:
             if record_frames:
                 episode.frames.append(obs["image"])
-            started = time.perf_counter()
-            action = np.asarray(policy(obs["image"], task.language), dtype=np.float64)
-            episode.latencies_s.append(time.perf_counter() - started)
-            obs, _, terminated, truncated, info = _env_call(env.step, action)
+            if not queue:
+                started = time.perf_counter()
+                answer = policy(obs, task.language)
+                episode.latencies_s.append(time.perf_counter() - started)
+                queue = open_loop_actions(answer, num_open_loop_steps)
+            obs, _, terminated, truncated, info = _env_call(env.step, queue.pop(0))
             episode.steps += 1
             if info.get("success", False):
                 episode.success = True

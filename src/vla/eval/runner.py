@@ -43,21 +43,26 @@ def evaluate(
     settings: dict[str, Any] | None = None,
     on_episode: EpisodeCallback | None = None,
     progress: bool = True,
+    num_open_loop_steps: int | None = None,
 ) -> dict[str, Any]:
     """Run the missing episodes (``<out_dir>/episodes.jsonl`` holds finished ones) and write results.
 
-    ``max_steps`` caps every task's step budget (smoke runs). ``settings`` identify the run
-    (checkpoint, suite, ...); resuming with different ones is refused.
-    Returns the ``results.json`` content.
+    ``max_steps`` caps every task's step budget (smoke runs). ``num_open_loop_steps``: actions of each
+    chunk answer executed before the next query (None: the whole chunk; it joins the settings only when
+    given, so single-action runs keep their settings). ``settings`` identify the run (checkpoint,
+    suite, ...); resuming with different ones is refused. Returns the ``results.json`` content.
     """
     if num_trials_per_task < 1:
         raise ValueError(f"num_trials_per_task must be >= 1, got {num_trials_per_task}")
+    if num_open_loop_steps is not None and num_open_loop_steps < 1:
+        raise ValueError(f"num_open_loop_steps must be null or >= 1, got {num_open_loop_steps}")
     task_ids = list(range(suite.n_tasks)) if task_ids is None else [int(t) for t in task_ids]
     bad = [t for t in task_ids if not 0 <= t < suite.n_tasks]
     if bad:
         raise ValueError(f"Task ids {bad} out of range for suite {suite.name!r} ({suite.n_tasks} tasks)")
     settings = {"suite": suite.name, "num_trials_per_task": num_trials_per_task, "num_steps_wait": num_steps_wait,
-                "seed": seed, "task_ids": task_ids, "max_steps": max_steps, **(settings or {})}
+                "seed": seed, "task_ids": task_ids, "max_steps": max_steps,
+                **({} if num_open_loop_steps is None else {"num_open_loop_steps": num_open_loop_steps}), **(settings or {})}
     log = EpisodeLog(out_dir, settings)
     done = log.done()
     total = len(task_ids) * num_trials_per_task
@@ -67,7 +72,7 @@ def evaluate(
             pending = [i for i in range(num_trials_per_task) if (task_id, i) not in done]
             if pending:
                 _run_task(suite, policy, task_id, pending, log, num_steps_wait, max_steps, seed, videos_per_task,
-                          on_episode, bar)
+                          on_episode, bar, num_open_loop_steps)
     tasks, overall = summarize(suite.name, [r for r in log.records if r.task_id in task_ids])
     results = results_dict(tasks, overall, settings)
     write_results(out_dir, results)
@@ -79,7 +84,8 @@ def evaluate(
 
 
 def _run_task(suite: TaskSuite, policy: ActFn, task_id: int, trials: list[int], log: EpisodeLog, num_steps_wait: int,
-              max_steps: int | None, seed: int, videos_per_task: int, on_episode: EpisodeCallback | None, bar: tqdm) -> None:
+              max_steps: int | None, seed: int, videos_per_task: int, on_episode: EpisodeCallback | None, bar: tqdm,
+              num_open_loop_steps: int | None) -> None:
     task = suite.get_task(task_id)
     init_states = suite.get_task_init_states(task_id)
     if max(trials) >= len(init_states):
@@ -97,7 +103,8 @@ def _run_task(suite: TaskSuite, policy: ActFn, task_id: int, trials: list[int], 
                     _finish(log, EpisodeRecord(task_id, task.name, trial, False, 0, None, f"{type(err).__name__}: {err}"),
                             on_episode, bar)
                     continue
-            episode = run_episode(env, policy, task, init_states[trial], num_steps_wait, record_video, max_steps)
+            episode = run_episode(env, policy, task, init_states[trial], num_steps_wait, record_video, max_steps,
+                                  num_open_loop_steps)
             video = None
             if record_video and episode.frames:
                 name = video_name(task_id, trial, episode.success)

@@ -4,9 +4,12 @@
 ``checkpoint=<exported dir>`` to load the model locally) writes ``study.json``, ``cases.csv`` and
 ``pairs.csv`` to ``out_dir``: per-case actions, latency, repeatability (largest spread of any action
 dimension across repeats) and the L2 distance between the mean actions of every two instructions
-asked about the same image (e.g. "pick up the screw" vs "pick up the red screw").
+asked about the same image (e.g. "pick up the screw" vs "pick up the red screw"). Chunk models answer
+[K, D] per query: the statistics then run over every value of the chunk (L2: Frobenius), and the CSV
+has one column per chunk step and dimension (``action_<k>_<d>``).
 
-Suite file (image paths are relative to it; ``.png``/``.jpg`` or ``.npy`` uint8 [H, W, 3])::
+Suite file (image paths are relative to it; ``.png``/``.jpg`` or ``.npy`` uint8 [H, W, 3]); a case may
+add a ``wrist_image`` path and a raw ``state`` list for models with a wrist view or proprio::
 
     {"name": "screws", "repeats": 3, "unnorm_key": null,
      "cases": [{"id": "screw", "image": "table.png", "instruction": "pick up the screw"}, ...]}
@@ -35,6 +38,8 @@ class Case:
     case_id: str
     image_path: str
     instruction: str
+    wrist_image_path: str | None = None
+    state: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,13 @@ def load_suite(path: str | Path) -> Suite:
             raise ValueError(f"{path}: case {index} needs 'image' and 'instruction'")
         if not str(raw["instruction"]).strip():
             raise ValueError(f"{path}: case {index} has an empty instruction")
-        cases.append(Case(str(raw.get("id", f"case{index}")), str(raw["image"]), str(raw["instruction"])))
+        state = raw.get("state")
+        if state is not None and (not isinstance(state, list) or not state
+                                  or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in state)):
+            raise ValueError(f"{path}: case {index} 'state' must be a non-empty list of numbers, got {state!r}")
+        wrist = raw.get("wrist_image")
+        cases.append(Case(str(raw.get("id", f"case{index}")), str(raw["image"]), str(raw["instruction"]),
+                          None if wrist is None else str(wrist), None if state is None else tuple(float(x) for x in state)))
     ids = [case.case_id for case in cases]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: case ids must be unique, got {ids}")
@@ -83,13 +94,15 @@ def load_image(path: Path) -> np.ndarray:
 def run_study(policy: ActionSource, suite: Suite, repeats: int | None = None) -> dict[str, Any]:
     """Ask ``policy`` every case ``repeats`` times; returns the report written by :func:`write_report`."""
     repeats = repeats or suite.repeats
-    images = {case.image_path: load_image(suite.root / case.image_path) for case in suite.cases}
+    paths = {p for case in suite.cases for p in (case.image_path, case.wrist_image_path) if p is not None}
+    images = {p: load_image(suite.root / p) for p in paths}
     rows = []
     for case in suite.cases:
+        query = case_observation(case, images)
         actions, latencies_ms = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            actions.append(np.asarray(policy.act(images[case.image_path], case.instruction, suite.unnorm_key), dtype=np.float64))
+            actions.append(np.asarray(policy.act(query, case.instruction, suite.unnorm_key), dtype=np.float64))
             latencies_ms.append(1000 * (time.perf_counter() - start))
         stacked = np.stack(actions)
         rows.append({
@@ -101,6 +114,19 @@ def run_study(policy: ActionSource, suite: Suite, repeats: int | None = None) ->
         })
     return {"suite": suite.name, "repeats": repeats, "unnorm_key": suite.unnorm_key, "cases": rows,
             "pairs": same_image_pairs(rows)}
+
+
+def case_observation(case: Case, images: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+    """What the policy is asked with: the image alone, or an observation dict when the case adds a wrist
+    image or a state (the policy or client takes from it what its model uses)."""
+    if case.wrist_image_path is None and case.state is None:
+        return images[case.image_path]
+    observation = {"image": images[case.image_path]}
+    if case.wrist_image_path is not None:
+        observation["wrist_image"] = images[case.wrist_image_path]
+    if case.state is not None:
+        observation["state"] = np.array(case.state, dtype=np.float64)
+    return observation
 
 
 def same_image_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -119,19 +145,25 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "study.json", report)
-    action_dim = len(report["cases"][0]["mean_action"])
     with open(out / "cases.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "image", "instruction", "repeats", "latency_ms_mean", "latency_ms_p50",
-                         "max_deviation", *[f"action_{d}" for d in range(action_dim)]])
+                         "max_deviation", *action_columns(np.shape(report["cases"][0]["mean_action"]))])
         for row in report["cases"]:
             writer.writerow([row["id"], row["image"], row["instruction"], report["repeats"], row["latency_ms"]["mean"],
-                             row["latency_ms"]["p50"], row["max_deviation"], *row["mean_action"]])
+                             row["latency_ms"]["p50"], row["max_deviation"], *np.ravel(row["mean_action"]).tolist()])
     with open(out / "pairs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["image", "case_a", "case_b", "instruction_a", "instruction_b", "l2"])
         writer.writeheader()
         writer.writerows(report["pairs"])
     return out
+
+
+def action_columns(shape: tuple[int, ...]) -> list[str]:
+    """``action_<d>`` for actions [D]; ``action_<k>_<d>`` (chunk step k) for chunks [K, D]."""
+    if len(shape) == 1:
+        return [f"action_{d}" for d in range(shape[0])]
+    return [f"action_{k}_{d}" for k in range(shape[0]) for d in range(shape[1])]
 
 
 def make_policy(server: str | None = None, checkpoint: str | None = None, api_key: str | None = None,

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vla.contract.normalization import normalization_kind
+from vla.models.config import VLAConfig
 from vla.models.vla import VLA
 
 CARD_FILE = "README.md"
@@ -21,8 +22,7 @@ def model_card(vla: VLA, directory: str, training: Mapping[str, Any] | None = No
     lines = [
         f"# {vla.model_id}",
         "",
-        "A Vision-Language-Action policy in the OpenVLA mould: vision backbone -> projector -> LLM emitting",
-        f"{vla.action_tokenizer.n_bins}-bin action tokens, un-normalized with the dataset statistics stored here.",
+        *_summary(vla),
         "",
         "## Architecture",
         "",
@@ -32,6 +32,7 @@ def model_card(vla: VLA, directory: str, training: Mapping[str, Any] | None = No
         "",
         f"Image input: {vla.vision_backbone.image_size} px ({config.image_resize_strategy}), "
         f"{vla.num_patches} patches per view; prompt: OpenVLA's `In: What action should the robot take to ...?`.",
+        *_inputs(config),
         "",
         *_training_section(training),
         "## Normalization",
@@ -53,7 +54,8 @@ def model_card(vla: VLA, directory: str, training: Mapping[str, Any] | None = No
         "```python",
         "from vla.policy import load_policy",
         f'policy = load_policy("{directory}")',
-        f'action = policy.act(image, "pick up the cup"{_key_argument(vla.norm_stats)})  # image: uint8 [H, W, 3]',
+        f'action = policy.act(image, "pick up the cup"{_key_argument(vla.norm_stats)})  # image: uint8 [H, W, 3]'
+        + ("" if config.action_head == "tokens" else f"; action: [{config.chunk_size}, {config.action_dim}] chunk"),
         "```",
         "",
         "Files: `model.safetensors` (weights), `vla_config.json` (architecture), `dataset_statistics.json` "
@@ -63,10 +65,36 @@ def model_card(vla: VLA, directory: str, training: Mapping[str, Any] | None = No
     return "\n".join(lines)
 
 
+def _summary(vla: VLA) -> list[str]:
+    """What the model predicts and how: OpenVLA's action tokens or OpenVLA-OFT's regressed chunks."""
+    config = vla.config
+    if config.action_head == "tokens":
+        return ["A Vision-Language-Action policy in the OpenVLA mould: vision backbone -> projector -> LLM emitting",
+                f"{vla.action_tokenizer.n_bins}-bin action tokens, un-normalized with the dataset statistics stored here."]
+    return ["A Vision-Language-Action policy in the OpenVLA-OFT mould: vision backbone -> projector -> LLM, whose final",
+            f"hidden states at {config.chunk_size} x {config.action_dim} placeholders (one parallel pass) feed the "
+            f"`{config.action_head}` action head:",
+            f"chunks of {config.chunk_size} actions, un-normalized with the dataset statistics stored here."]
+
+
+def _inputs(config: VLAConfig) -> list[str]:
+    """Views, proprio and FiLM, for models that use more than OpenVLA's single image."""
+    if config.image_views == ("primary",) and not config.proprio_dim and not config.film:
+        return []
+    views = ", ".join(f"`{view}`" for view in config.image_views)
+    proprio = f"one proprio token ({config.proprio_dim} values)" if config.proprio_dim else "no proprio"
+    film = "; the instruction modulates every ViT block (FiLM)" if config.film else ""
+    return ["", f"Camera views, in order: {views}; {proprio}{film}."]
+
+
 def _parameter_rows(vla: VLA) -> list[str]:
     config = vla.config
-    parts = (("vision backbone", config.vision_backbone, vla.vision_backbone), ("projector", config.projector, vla.projector),
-             ("LLM", config.llm_backbone, vla.llm_backbone))
+    parts = [("vision backbone", config.vision_backbone, vla.vision_backbone), ("projector", config.projector, vla.projector),
+             ("LLM", config.llm_backbone, vla.llm_backbone)]
+    if config.proprio_dim:
+        parts.append(("proprio projector", f"{config.proprio_dim} -> LLM", vla.proprio_projector))
+    if hasattr(vla, "action_head"):
+        parts.append(("action head", config.action_head, vla.action_head))
     rows = [f"| {part} | `{name}` | {sum(p.numel() for p in module.parameters()):,} |" for part, name, module in parts]
     rows.append(f"| total | | {sum(p.numel() for p in vla.parameters()):,} |")
     return rows

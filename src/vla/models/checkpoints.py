@@ -13,6 +13,7 @@ import torch
 from vla.models.config import VLAConfig
 from vla.models.io import CONFIG_FILE, load_vla
 from vla.models.lora import inject_lora, merge_lora
+from vla.models.oft_format import is_oft_checkpoint, load_oft
 from vla.models.openvla_format import load_openvla
 from vla.models.quantization import quantize_llm_4bit
 from vla.models.vla import VLA
@@ -24,6 +25,8 @@ MODULE_PREFIX = "vla."
 ACCEPTED_CHECKPOINTS = (
     "an exported VLA directory (vla_config.json + model.safetensors, from train.py or vla-export)",
     "a training checkpoint file *.ckpt written by train.py",
+    "an OpenVLA-OFT checkpoint directory (an OpenVLA HF directory + action_head--*checkpoint.pt, "
+    "optionally proprio_projector--/vision_backbone--*checkpoint.pt)",
     "an OpenVLA HF directory (config.json + model*.safetensors)",
     "a Prismatic run directory (config.json + checkpoints/*.pt) or one of its .pt checkpoints",
 )
@@ -40,6 +43,8 @@ def load_checkpoint(checkpoint: str | os.PathLike, device: str | torch.device = 
     if path.is_file() and path.suffix == ".ckpt":
         vla = load_training_checkpoint(path)
         return (vla.to(device=device, dtype=dtype) if dtype is not None else vla.to(device)).eval()
+    if is_oft_checkpoint(path):  # before plain OpenVLA: an OFT directory is one plus its component files
+        return load_oft(path, device=device, dtype=dtype)
     if (path.is_dir() and ((path / "config.json").exists() or (path / "checkpoints").is_dir())) or (
             path.is_file() and path.suffix == ".pt"):
         return load_openvla(path, device=device, dtype=dtype).eval()

@@ -9,22 +9,32 @@ flags say where *initial* weights come from, and saved weights replace those.
 (:func:`vla.models.llm.resolve_attn_implementation`): FlashAttention-2 where the ``flash_attn`` package imports and CUDA
 is available, else SDPA (numerically the same model). Saved configs record the *request* (``auto``), not
 the kernel picked, so a model exported on a GPU machine loads on a CPU one and vice versa.
+
+Action-chunk fields (docs/action-chunks.md: ``action_head``, ``chunk_size``, ``action_dim``, ``image_views``,
+``proprio_dim``, ``film``) are saved only where they differ from their defaults: an OpenVLA-style model's
+saved config stays exactly what it was before they existed, and older files load with the defaults.
+The ``l1`` head needs a custom 4-D attention mask, which only the ``sdpa`` and ``eager`` kernels take, so
+``auto`` means ``sdpa`` for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from vla.contract.image_transform import RESIZE_STRATEGIES
+from vla.models.heads import ACTION_HEADS
 from vla.models.llm import ATTN_IMPLEMENTATIONS, LLM_BACKBONES
 from vla.models.projectors import PROJECTORS
 from vla.models.vision import VISION_BACKBONES
 
+CHUNK_FIELDS = ("action_head", "chunk_size", "action_dim", "image_views", "proprio_dim", "film")
 SAVED_FIELDS = ("vision_backbone", "llm_backbone", "projector", "image_resize_strategy", "n_action_bins", "model_id",
-                "attn_implementation")
+                "attn_implementation", *CHUNK_FIELDS)
 REQUIRED_FIELDS = ("vision_backbone", "llm_backbone")
+IMAGE_VIEWS = ("primary", "secondary", "wrist")  # the camera views prepared shards carry
+MASKED_ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")  # kernels taking the l1 head's 4-D mask (auto: sdpa)
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,12 @@ class VLAConfig:
     n_action_bins: int = 256
     model_id: str | None = None  # None: "<vision_backbone>+<llm_backbone>"
     attn_implementation: str = "sdpa"  # or auto: flash_attention_2 when available, else sdpa (saved as auto)
+    action_head: str = "tokens"  # vla.models.heads.ACTION_HEADS
+    chunk_size: int = 1  # K actions per prediction (tokens: 1)
+    action_dim: int | None = None  # D (l1 needs it; build_vla fills it from norm_stats)
+    image_views: tuple[str, ...] = ("primary",)  # camera views, in sequence order
+    proprio_dim: int = 0  # 0: no proprio token
+    film: bool = False  # FiLM the vision backbone's blocks with the instruction
     pretrained_vision: bool = False
     pretrained_llm: bool = False
 
@@ -56,14 +72,56 @@ class VLAConfig:
                 raise ValueError(f"{flag} in the VLA config must be true or false, got {getattr(self, flag)!r}")
         if self.model_id is None:
             object.__setattr__(self, "model_id", f"{self.vision_backbone}+{self.llm_backbone}")
+        self._check_chunk_fields()
+
+    def _check_chunk_fields(self) -> None:
+        _check_choice("action_head", self.action_head, sorted(ACTION_HEADS))
+        head = ACTION_HEADS[self.action_head]
+        if not _is_int(self.chunk_size) or self.chunk_size < 1:
+            raise ValueError(f"chunk_size in the VLA config must be an integer >= 1, got {self.chunk_size!r}")
+        if not head.chunked and self.chunk_size != 1:
+            raise ValueError(f"chunk_size {self.chunk_size} needs a chunked action_head "
+                             f"({[k for k, h in ACTION_HEADS.items() if h.chunked]}); action_head "
+                             f"{self.action_head!r} predicts one step (chunk_size 1)")
+        if self.action_dim is not None and (not _is_int(self.action_dim) or self.action_dim < 1):
+            raise ValueError(f"action_dim in the VLA config must be an integer >= 1 or null, got {self.action_dim!r}")
+        if head.needs_action_dim and self.action_dim is None:
+            raise ValueError(f"action_head {self.action_head!r} needs action_dim (build_vla fills it from norm_stats)")
+        views = self.image_views
+        if isinstance(views, str) or not isinstance(views, Sequence) or not views:
+            raise ValueError(f"image_views in the VLA config must be a non-empty list of view names from "
+                             f"{list(IMAGE_VIEWS)}, got {views!r}")
+        for view in views:
+            _check_choice("image view", view, IMAGE_VIEWS)
+        duplicates = sorted({v for v in views if list(views).count(v) > 1})
+        if duplicates:
+            raise ValueError(f"image_views in the VLA config repeat {duplicates}: {list(views)}")
+        object.__setattr__(self, "image_views", tuple(views))
+        if not _is_int(self.proprio_dim) or self.proprio_dim < 0:
+            raise ValueError(f"proprio_dim in the VLA config must be an integer >= 0, got {self.proprio_dim!r}")
+        if not isinstance(self.film, bool):
+            raise ValueError(f"film in the VLA config must be true or false, got {self.film!r}")
+        if self.action_head == "l1" and self.attn_implementation not in MASKED_ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation {self.attn_implementation!r} cannot take the l1 head's 4-D attention "
+                             f"mask; choose one of {list(MASKED_ATTN_IMPLEMENTATIONS)} (auto means sdpa for l1)")
+
+    @property
+    def llm_attn_implementation(self) -> str:
+        """The kernel request the LLM is built with: ``auto`` means ``sdpa`` for the l1 head (4-D mask)."""
+        return "sdpa" if self.action_head == "l1" and self.attn_implementation == "auto" else self.attn_implementation
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-able saved form: :data:`SAVED_FIELDS` (no ``pretrained_*`` flags)."""
-        return {k: v for k, v in asdict(self).items() if k in SAVED_FIELDS}
+        """The JSON-able saved form: :data:`SAVED_FIELDS` (no ``pretrained_*`` flags), chunk fields only
+        where they differ from the defaults, tuples as lists."""
+        defaults = {f.name: f.default for f in fields(self)}
+        saved = {k: v for k, v in asdict(self).items()
+                 if k in SAVED_FIELDS and not (k in CHUNK_FIELDS and v == defaults[k])}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VLAConfig:
-        """A config from its saved form, including files written before this class existed (same keys)."""
+        """A config from its saved form, including files written before this class or its chunk fields
+        existed (missing chunk fields take their defaults; ``image_views`` lists become tuples)."""
         unknown = sorted(set(data) - set(SAVED_FIELDS))
         if unknown:
             raise ValueError(f"Unknown VLA config keys {unknown}; saved configs hold only {list(SAVED_FIELDS)}")
@@ -74,5 +132,9 @@ class VLAConfig:
 
 
 def _check_choice(field: str, value: Any, allowed) -> None:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"Unknown {field} {value!r} in the VLA config; choose one of {list(allowed)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -8,7 +8,9 @@ Which parameters *train* is a training matter (``vla.training.stages``).
 
 "all-linear" means every linear layer of the LLM except its output head (peft's own rule) by
 default; ``adapt_vision_and_projector=True`` also adapts the vision and projector linears (OpenVLA's
-``finetune.py``). 4-bit layers (QLoRA) get peft's bitsandbytes LoRA layer through peft's
+``finetune.py``). The modules OpenVLA-OFT adds (:meth:`VLA.chunk_modules`: action head, proprio projector,
+FiLM ``scale``/``shift``) never get adapters: OFT creates them after wrapping the model with LoRA and trains
+them in full. 4-bit layers (QLoRA) get peft's bitsandbytes LoRA layer through peft's
 custom-module mapping, so nothing on the model has to pretend it was loaded by transformers.
 """
 
@@ -89,10 +91,11 @@ def _plain_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
 
 
 def _target_names(vla: VLA, scopes: tuple[str, ...], target_modules: str | Sequence[str]) -> list[str]:
-    """Full module names to adapt: linear layers under ``scopes``, never the LLM's output head."""
-    output_head = vla.llm_backbone.llm.get_output_embeddings()
+    """Full module names to adapt: linear layers under ``scopes``, never the LLM's output head or a chunk module."""
+    excluded = {id(vla.llm_backbone.llm.get_output_embeddings())}
+    excluded.update(id(m) for module in vla.chunk_modules() for m in module.modules())
     linears = [name for name, m in vla.named_modules()
-               if name.startswith(scopes) and (type(m) is nn.Linear or is_4bit(m)) and m is not output_head]
+               if name.startswith(scopes) and (type(m) is nn.Linear or is_4bit(m)) and id(m) not in excluded]
     if isinstance(target_modules, str):
         if target_modules != "all-linear":
             raise ValueError(f"target_modules must be 'all-linear' or a list of layer names, got {target_modules!r}")

@@ -27,7 +27,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, PreTrainedConfig
 
 from vla.atomic import write_json_atomic
-from vla.models.config import VLAConfig
+from vla.models.config import CHUNK_FIELDS, MASKED_ATTN_IMPLEMENTATIONS, VLAConfig
+from vla.models.factory import chunk_fields
 from vla.models.llm import get_llm_spec
 from vla.models.quantization import replace_module
 from vla.models.vision import get_vision_spec
@@ -167,30 +169,90 @@ def from_prismatic_name(key: str, fused_vision: bool, projector: str) -> str | N
 
 # ----------------------------------------------------------------------------- public API
 def load_openvla(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                 tokenizer_path: str | os.PathLike | None = None) -> VLA:
+                 tokenizer_path: str | os.PathLike | None = None, *, action_head: str = "tokens", chunk_size: int = 1,
+                 action_dim: int | None = None, image_views: Sequence[str] = ("primary",), use_proprio: bool = False,
+                 film: bool = False, norm_stats: Mapping[str, Any] | None = None) -> VLA:
     """Load an OpenVLA HF directory, a Prismatic run directory or a Prismatic ``.pt`` checkpoint.
 
     ``dtype=None`` keeps the checkpoint's dtype (bf16 for OpenVLA's releases). ``tokenizer_path``
     overrides where the tokenizer comes from (default: the checkpoint dir when it has one, else
     the LLM registry's source, as Prismatic does).
+
+    The chunk settings (``build_vla``'s, docs/action-chunks.md) start an OpenVLA-OFT fine-tune from OpenVLA's
+    weights: the modules they enable (action head, proprio projector, FiLM linears) are added freshly
+    initialised, in the weights' dtype, sized from ``norm_stats`` (the training data's statistics) exactly as
+    ``build_vla`` sizes them. ``norm_stats`` are added to the checkpoint's, replacing same-named datasets (what
+    train.py does with every model it fine-tunes). The ``l1`` head's 4-D mask needs the LLM on ``sdpa`` or
+    ``eager``: another kernel (``flash_attention_2``) is switched to ``sdpa``.
     """
     path = Path(path)
-    if path.is_dir() and (path / "config.json").exists() and _safetensors_files(path, required=False):
+    if path.is_dir() and (path / "config.json").exists() and safetensors_files(path, required=False):
         vla = _load_hf(path, dtype, tokenizer_path)
     elif path.suffix == ".pt" or (path / "checkpoints").is_dir():
         vla = _load_prismatic(path, dtype, tokenizer_path)
     else:
         raise ValueError(f"{path} is neither an OpenVLA HF directory (config.json + model*.safetensors) "
                          "nor a Prismatic run directory/.pt checkpoint")
+    chunk = chunk_fields(norm_stats, action_head=action_head, chunk_size=chunk_size, action_dim=action_dim,
+                         image_views=image_views, use_proprio=use_proprio, film=film)
+    _add_chunk_setup(vla, chunk, str(path))
+    vla.norm_stats = {**vla.norm_stats, **(norm_stats or {})}
     return vla.to(device).eval()
 
 
+def _add_chunk_setup(vla: VLA, chunk: Mapping[str, Any], source: str) -> None:
+    """Give a loaded OpenVLA the ``chunk`` fields and their new modules (in the weights' dtype), with an LLM
+    attention kernel that takes the ``l1`` head's mask. Default ``chunk`` fields keep the checkpoint's own."""
+    current = vla.config
+    attn = current.attn_implementation
+    if chunk["action_head"] == "l1" and attn not in MASKED_ATTN_IMPLEMENTATIONS:
+        attn = "sdpa"
+    requested = replace(current, attn_implementation=attn, **chunk)
+    plain = {f.name: f.default for f in fields(VLAConfig) if f.name in CHUNK_FIELDS}
+    if _chunk_settings(requested) in (_chunk_settings(current), plain):
+        return
+    if _chunk_settings(current) != plain:
+        raise ValueError(f"{source} already holds a model with chunk settings {_chunk_settings(current)}; "
+                         f"load_openvla adds chunk modules to a plain OpenVLA only, so load it without chunk "
+                         f"settings (requested {_chunk_settings(requested)})")
+    vla.config = requested
+    weights_dtype = next(vla.parameters()).dtype
+    for module in vla.add_chunk_modules():
+        module.to(weights_dtype)
+    llm = vla.llm_backbone.llm
+    if requested.action_head == "l1" and llm.config._attn_implementation != requested.llm_attn_implementation:
+        llm.set_attn_implementation(requested.llm_attn_implementation)
+
+
+def _chunk_settings(config: VLAConfig) -> dict[str, Any]:
+    return {f: getattr(config, f) for f in CHUNK_FIELDS}
+
+
 def export_openvla_hf(vla: VLA, out_dir: str | os.PathLike, max_shard_size: int = 5 * 2**30) -> Path:
-    """Write ``vla`` in OpenVLA's HF layout (config, sharded safetensors, tokenizer, preprocessor, stats)."""
+    """Write ``vla`` in OpenVLA's HF layout (config, sharded safetensors, tokenizer, preprocessor, stats).
+
+    OpenVLA's layout has no names for OpenVLA-OFT's modules: a model with any is refused, pointing to
+    :func:`vla.models.oft_format.export_oft` (OFT's layout: this one plus component files).
+    """
+    config = vla.config
+    added = [name for name, present in (("action_head", config.action_head != "tokens"),
+                                        ("proprio_projector", config.proprio_dim > 0),
+                                        ("FiLM scale/shift of the vision_backbone blocks", config.film)) if present]
+    if added:
+        raise ValueError(f"OpenVLA's HF layout has no names for this model's OpenVLA-OFT modules {added}; export it "
+                         "with vla.models.oft_format.export_oft (OFT's layout: this layout plus "
+                         "action_head--/proprio_projector--/vision_backbone--<step>_checkpoint.pt) or with save_vla")
+    return write_openvla_hf(vla, {to_hf_name(k): v for k, v in vla.state_dict().items()}, out_dir, max_shard_size)
+
+
+def write_openvla_hf(vla: VLA, tensors: Mapping[str, torch.Tensor], out_dir: str | os.PathLike,
+                     max_shard_size: int = 5 * 2**30) -> Path:
+    """Write ``tensors`` (OpenVLA HF names) as ``vla``'s HF directory: what :func:`export_openvla_hf` and OFT's
+    export (whose modules go to separate files) share."""
     config = openvla_hf_config(vla)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_shards({to_hf_name(k): v for k, v in vla.state_dict().items()}, out, max_shard_size)
+    _write_shards(tensors, out, max_shard_size)
     _write_json(out / "config.json", config)
     _write_json(out / "preprocessor_config.json", _preprocessor_config(vla, config))
     _write_json(out / "generation_config.json", {
@@ -245,50 +307,71 @@ def openvla_hf_config(vla: VLA) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- HF import
 def _load_hf(path: Path, dtype: torch.dtype | None, tokenizer_path: str | os.PathLike | None) -> VLA:
-    config = json.loads((path / "config.json").read_text())
-    if config.get("model_type") not in ("openvla", "prismatic"):
-        raise ValueError(f"{path / 'config.json'} has model_type {config.get('model_type')!r}; expected 'openvla'")
-    vla_config = VLAConfig.from_dict(config.get(EXTRA_CONFIG_KEY) or _names_from_openvla_ids(
-        config["vision_backbone_id"], config["llm_backbone_id"], config["arch_specifier"],
-        config.get("image_resize_strategy", "letterbox"), config.get("n_action_bins", 256)))
-    norm_stats = config.get("norm_stats") or _read_stats(path / "dataset_statistics.json")
-    text_config = {k: v for k, v in config.get("text_config", {}).items()
-                   if k not in ("torch_dtype", "dtype", "transformers_version", "architectures")}
-    text_config.setdefault("model_type", "llama")  # OpenVLA's LLM_BACKBONE_TO_HF_METACLASS for Llama-family ids
-    llm_config = AutoConfig.for_model(**text_config)
-    with _tokenizer_source(tokenizer_path, path) as tokenizer:
-        vla = _empty_vla(vla_config, norm_stats, llm_config, tokenizer)
-    index = _hf_index(path)
+    config = read_hf_config(path)
+    names = hf_architecture(config)
+    if names.get("action_head", "tokens") != "tokens":
+        raise ValueError(f"{path} holds an OpenVLA-OFT policy ({names['action_head']} head, its modules in separate "
+                         "files): load it with load_checkpoint or vla.models.oft_format.load_oft")
+    norm_stats = config.get("norm_stats") or read_stats(path / "dataset_statistics.json")
+    with tokenizer_source(tokenizer_path, path) as tokenizer:
+        vla = empty_vla(VLAConfig.from_dict(names), norm_stats, hf_llm_config(config), tokenizer)
+    index = hf_index(path)
     shapes = {}
-    for file, keys in _group_by_file(index).items():
+    for file, keys in group_by_file(index).items():
         with safe_open(str(file), framework="pt") as f:
             shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in keys})
     mapping = {hf: from_hf_name(hf) for hf in shapes}
-    _check_keys(vla, mapping, shapes, str(path))
-    return _assign(vla, _iter_safetensors(index, mapping, dtype))
+    check_keys(vla, mapping, shapes, str(path))
+    return assign_weights(vla, _iter_safetensors(index, mapping, dtype))
 
 
-def _hf_index(path: Path) -> dict[str, Path]:
+def read_hf_config(path: Path) -> dict[str, Any]:
+    """``config.json`` of an OpenVLA HF directory, checked to be OpenVLA's."""
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") not in ("openvla", "prismatic"):
+        raise ValueError(f"{path / 'config.json'} has model_type {config.get('model_type')!r}; expected 'openvla'")
+    return config
+
+
+def hf_architecture(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved :class:`VLAConfig` fields an HF ``config.json`` describes: ours (``vla_config``) when we wrote
+    it, else translated from OpenVLA's backbone ids."""
+    return dict(config.get(EXTRA_CONFIG_KEY) or names_from_openvla_ids(
+        config["vision_backbone_id"], config["llm_backbone_id"], config["arch_specifier"],
+        config.get("image_resize_strategy", "letterbox"), config.get("n_action_bins", 256)))
+
+
+def hf_llm_config(config: Mapping[str, Any]) -> PreTrainedConfig:
+    """The checkpoint's own LLM config, from ``text_config`` over the model type's defaults (as OpenVLA builds it)."""
+    text_config = {k: v for k, v in config.get("text_config", {}).items()
+                   if k not in ("torch_dtype", "dtype", "transformers_version", "architectures")}
+    text_config.setdefault("model_type", "llama")  # OpenVLA's LLM_BACKBONE_TO_HF_METACLASS for Llama-family ids
+    return AutoConfig.for_model(**text_config)
+
+
+def hf_index(path: Path) -> dict[str, Path]:
     """HF name -> shard file, from ``model.safetensors.index.json`` or the shards' headers."""
     index_file = path / "model.safetensors.index.json"
     if index_file.exists():
         weight_map = json.loads(index_file.read_text())["weight_map"]
         return {name: path / file for name, file in weight_map.items()}
     index = {}
-    for file in _safetensors_files(path, required=True):
+    for file in safetensors_files(path, required=True):
         with safe_open(str(file), framework="pt") as f:
             index.update({name: file for name in f.keys()})
     return index
 
 
-def _safetensors_files(path: Path, required: bool) -> list[Path]:
+def safetensors_files(path: Path, required: bool) -> list[Path]:
+    """The directory's ``model*.safetensors`` shards (``required``: none is an error)."""
     files = sorted(path.glob("model*.safetensors"))
     if required and not files:
         raise FileNotFoundError(f"No model*.safetensors in {path}")
     return files
 
 
-def _group_by_file(index: Mapping[str, Path]) -> dict[Path, list[str]]:
+def group_by_file(index: Mapping[str, Path]) -> dict[Path, list[str]]:
+    """Tensor names per shard file, so each file is opened once."""
     groups: dict[Path, list[str]] = {}
     for name, file in index.items():
         groups.setdefault(file, []).append(name)
@@ -297,17 +380,17 @@ def _group_by_file(index: Mapping[str, Path]) -> dict[Path, list[str]]:
 
 def _iter_safetensors(index: Mapping[str, Path], mapping: Mapping[str, str], dtype: torch.dtype | None,
                       ) -> Iterator[tuple[str, torch.Tensor]]:
-    for file, keys in _group_by_file(index).items():
+    for file, keys in group_by_file(index).items():
         with safe_open(str(file), framework="pt") as f:
             for key in keys:
-                yield mapping[key], _cast(f.get_tensor(key), dtype)
+                yield mapping[key], cast_floating(f.get_tensor(key), dtype)
 
 
 # ----------------------------------------------------------------------------- Prismatic import
 def _load_prismatic(path: Path, dtype: torch.dtype | None, tokenizer_path: str | os.PathLike | None) -> VLA:
     checkpoint, run_dir = _prismatic_paths(path)
     config = json.loads(_require(run_dir / "config.json").read_text())
-    norm_stats = _read_stats(_require(run_dir / "dataset_statistics.json"))
+    norm_stats = read_stats(_require(run_dir / "dataset_statistics.json"))
     vla_config = VLAConfig.from_dict(config.get(EXTRA_CONFIG_KEY) or _names_from_prismatic_config(config, run_dir))
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     model = payload.get("model") if isinstance(payload, dict) else None
@@ -321,12 +404,12 @@ def _load_prismatic(path: Path, dtype: torch.dtype | None, tokenizer_path: str |
     if embed is None:
         raise ValueError(f"{checkpoint} has no LLM embedding matrix 'llm_backbone: llm.model.embed_tokens.weight'")
     llm_config = AutoConfig.for_model(**{**get_llm_spec(vla_config.llm_backbone).architecture, "vocab_size": embed.shape[0]})
-    with _tokenizer_source(tokenizer_path, run_dir) as tokenizer:
-        vla = _empty_vla(vla_config, norm_stats, llm_config, tokenizer)
+    with tokenizer_source(tokenizer_path, run_dir) as tokenizer:
+        vla = empty_vla(vla_config, norm_stats, llm_config, tokenizer)
     fused = vla.vision_backbone.fused_featurizer is not None
     mapping = {key: from_prismatic_name(key, fused, vla_config.projector) for key in flat}
-    _check_keys(vla, mapping, {k: tuple(v.shape) for k, v in flat.items()}, str(checkpoint))
-    return _assign(vla, ((mapping[k], _cast(v, dtype)) for k, v in flat.items()))
+    check_keys(vla, mapping, {k: tuple(v.shape) for k, v in flat.items()}, str(checkpoint))
+    return assign_weights(vla, ((mapping[k], cast_floating(v, dtype)) for k, v in flat.items()))
 
 
 def _prismatic_paths(path: Path) -> tuple[Path, Path]:
@@ -347,17 +430,18 @@ def _names_from_prismatic_config(config: Mapping[str, Any], run_dir: Path) -> di
     """A Prismatic VLM run stores its model config under "model"; a VLA run names its ``base_vlm``."""
     if "model" in config:
         m = config["model"]
-        return _names_from_openvla_ids(m["vision_backbone_id"], m["llm_backbone_id"], m["arch_specifier"],
-                                       m["image_resize_strategy"], 256)
+        return names_from_openvla_ids(m["vision_backbone_id"], m["llm_backbone_id"], m["arch_specifier"],
+                                      m["image_resize_strategy"], 256)
     base_vlm = config.get("vla", {}).get("base_vlm")
     if base_vlm not in PRISMATIC_BASE_VLMS:
         raise ValueError(f"{run_dir / 'config.json'}: unsupported base_vlm {base_vlm!r}; "
                          f"known: {sorted(PRISMATIC_BASE_VLMS)}")
-    return _names_from_openvla_ids(*PRISMATIC_BASE_VLMS[base_vlm], 256)
+    return names_from_openvla_ids(*PRISMATIC_BASE_VLMS[base_vlm], 256)
 
 
-# ----------------------------------------------------------------------------- shared helpers
-def _names_from_openvla_ids(vision_id: str, llm_id: str, arch_specifier: str, resize: str, n_bins: int) -> dict[str, Any]:
+# ----------------------------------------------------------------------------- shared helpers (also oft_format's)
+def names_from_openvla_ids(vision_id: str, llm_id: str, arch_specifier: str, resize: str, n_bins: int) -> dict[str, Any]:
+    """The saved :class:`VLAConfig` fields of an architecture named by OpenVLA/Prismatic ids."""
     return {
         "vision_backbone": _lookup(OPENVLA_VISION_IDS, vision_id, "vision backbone"),
         "llm_backbone": _lookup(OPENVLA_LLM_IDS, llm_id, "LLM backbone"),
@@ -367,8 +451,8 @@ def _names_from_openvla_ids(vision_id: str, llm_id: str, arch_specifier: str, re
     }
 
 
-def _empty_vla(config: VLAConfig, norm_stats: Mapping[str, Any], llm_config: PreTrainedConfig,
-               tokenizer_path: Path | None) -> VLA:
+def empty_vla(config: VLAConfig, norm_stats: Mapping[str, Any], llm_config: PreTrainedConfig,
+              tokenizer_path: Path | None) -> VLA:
     """A VLA skeleton on the meta device (no memory); its LLM is built from the checkpoint's own config."""
     registry_width = get_llm_spec(config.llm_backbone).architecture["hidden_size"]
     if llm_config.hidden_size != registry_width:
@@ -379,7 +463,7 @@ def _empty_vla(config: VLAConfig, norm_stats: Mapping[str, Any], llm_config: Pre
 
 
 @contextlib.contextmanager
-def _tokenizer_source(override: str | os.PathLike | None, checkpoint_dir: Path) -> Iterator[Path | None]:
+def tokenizer_source(override: str | os.PathLike | None, checkpoint_dir: Path) -> Iterator[Path | None]:
     """Where to load the tokenizer from, with the checkpoint's tokenizer files staged on their own.
 
     ``AutoTokenizer`` also reads a directory's ``config.json``; OpenVLA's has an ``auto_map`` to remote
@@ -396,7 +480,7 @@ def _tokenizer_source(override: str | os.PathLike | None, checkpoint_dir: Path) 
         yield Path(staged)
 
 
-def _check_keys(vla: VLA, mapping: Mapping[str, str | None], shapes: Mapping[str, tuple], source: str) -> None:
+def check_keys(vla: VLA, mapping: Mapping[str, str | None], shapes: Mapping[str, tuple], source: str) -> None:
     """Raise one error listing unknown, missing and shape-mismatched keys."""
     expected = {k: tuple(v.shape) for k, v in vla.state_dict().items()}
     unknown = sorted(k for k, ours in mapping.items() if ours is None or ours not in expected)
@@ -408,7 +492,7 @@ def _check_keys(vla: VLA, mapping: Mapping[str, str | None], shapes: Mapping[str
                          f"missing keys {missing}, shape mismatches {mismatched}")
 
 
-def _assign(vla: VLA, tensors: Iterator[tuple[str, torch.Tensor]]) -> VLA:
+def assign_weights(vla: VLA, tensors: Iterator[tuple[str, torch.Tensor]]) -> VLA:
     """Put the checkpoint tensors into the meta skeleton, then materialize what no checkpoint holds."""
     vla.load_state_dict(dict(tensors), strict=True, assign=True)
     _rebuild_derived_buffers(vla)
@@ -430,7 +514,8 @@ def _rebuild_derived_buffers(vla: VLA) -> None:
                 replace_module(vla, name, type(module)(config=module.config))
 
 
-def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+def cast_floating(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``tensor`` in ``dtype`` if it is floating (None: as stored); integer tensors keep theirs."""
     return tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype)
 
 
@@ -516,7 +601,8 @@ def _lookup(table: Mapping[str, str], key: str, what: str) -> str:
     return table[key]
 
 
-def _read_stats(path: Path) -> dict[str, Any]:
+def read_stats(path: Path) -> dict[str, Any]:
+    """A ``dataset_statistics.json`` (missing: an error naming it)."""
     return json.loads(_require(path).read_text())
 
 

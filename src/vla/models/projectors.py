@@ -1,4 +1,4 @@
-"""Projectors mapping vision patch features into the LLM's embedding space (Prismatic shapes)."""
+"""Projectors into the LLM's embedding space: vision patches (Prismatic shapes), proprio (OpenVLA-OFT's)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,23 @@ class FusedMLPProjector(nn.Module):
 
     def forward(self, x):
         return self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))
+
+
+class ProprioProjector(nn.Module):
+    """OFT's proprio projector: the robot state -> one LLM token (proprio_dim -> llm_dim -> llm_dim, GELU).
+
+    Names (``fc1``, ``act_fn1``, ``fc2``) follow OFT's ``prismatic/models/projectors.py`` so its released
+    ``proprio_projector`` checkpoints load directly.
+    """
+
+    def __init__(self, llm_dim: int, proprio_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(proprio_dim, llm_dim)
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+        self.act_fn1 = nn.GELU()
+
+    def forward(self, proprio):
+        return self.fc2(self.act_fn1(self.fc1(proprio)))
 
 
 def build_projector(kind: str, vision_dim: int, llm_dim: int) -> nn.Module:

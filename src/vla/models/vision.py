@@ -3,6 +3,8 @@
 Each backbone returns *patch* features from the second-to-last transformer block (prefix tokens
 removed), as Prismatic/OpenVLA do. The fused ``dinosiglip`` backbone runs DINOv2 and SigLIP on the
 same image (each with its own mean/std) and concatenates their features per patch.
+With FiLM (:meth:`VisionBackbone.add_film`, OpenVLA-OFT+) every block of every featurizer is also
+conditioned on the instruction; the feature layer stays the same.
 ``tiny-*`` variants use the same timm architectures with a few small blocks, for tests.
 """
 
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from vla.contract.image_transform import ImageTransform
+from vla.models.film import film_patches, wrap_vit_blocks
 
 # timm ids exactly as Prismatic's prismatic/models/backbones/vision/*.py name them.
 DINOV2_L = "vit_large_patch14_reg4_dinov2.lvd142m"
@@ -106,6 +109,7 @@ class VisionBackbone(nn.Module):
         self.featurizer = models[0]
         self.fused_featurizer = models[1] if len(models) > 1 else None
         self.embed_dim = sum(m.embed_dim for m in models)
+        self.film = False
         self.num_patches = models[0].patch_embed.num_patches
         configs = [timm.data.resolve_model_data_config(m) for m in models]
         geometry = {(c["interpolation"], _prismatic_crop_pct(t, c)) for t, c in zip(spec.timm_ids, configs)}
@@ -122,6 +126,14 @@ class VisionBackbone(nn.Module):
     def featurizers(self) -> list[nn.Module]:
         return [m for m in (self.featurizer, self.fused_featurizer) if m is not None]
 
+    def add_film(self, llm_dim: int) -> None:
+        """FiLM every featurizer's blocks with the instruction (``llm_dim``-wide average embedding)."""
+        if self.film:
+            raise ValueError(f"{self.name} already has FiLM")
+        for vit in self.featurizers:
+            wrap_vit_blocks(vit, llm_dim)
+        self.film = True
+
     def unused_parameters(self) -> list[nn.Parameter]:
         """Parameters that never get gradients: everything after the second-to-last block.
 
@@ -136,13 +148,23 @@ class VisionBackbone(nn.Module):
                     unused.append(param)
         return unused
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``pixel_values``: uint8 [B, 3, S, S] from :class:`ImageTransform` (normalized here)."""
+    def forward(self, pixel_values: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
+        """``pixel_values``: uint8 [B, 3, S, S] from :class:`ImageTransform` (normalized here).
+
+        ``language`` [B, llm_dim]: the average instruction embedding, required with FiLM and only then.
+        """
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3 or pixel_values.dtype != torch.uint8:
             raise ValueError(f"{self.name} expects uint8 pixel_values [B, 3, H, W], got {pixel_values.dtype} {tuple(pixel_values.shape)}")
+        if self.film and language is None:
+            raise ValueError(f"{self.name} has FiLM: its forward needs the instruction embedding (language)")
+        if not self.film and language is not None:
+            raise ValueError(f"{self.name} has no FiLM: language must be None")
         dtype = next(self.featurizer.parameters()).dtype
         views = torch.split(self.image_transform.normalize(pixel_values).to(dtype), 3, dim=1)
-        features = [_second_to_last_patches(m, v) for m, v in zip(self.featurizers, views)]
+        if self.film:
+            features = [film_patches(m, v, language, len(m.blocks) - 2) for m, v in zip(self.featurizers, views)]
+        else:
+            features = [_second_to_last_patches(m, v) for m, v in zip(self.featurizers, views)]
         return torch.cat(features, dim=2)
 
 

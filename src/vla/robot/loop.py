@@ -32,20 +32,21 @@ def as_chunk(answer: np.ndarray) -> np.ndarray:
 class ControlLoop:
     """Drives ``robot`` with ``policy`` (a :class:`vla.client.PolicyClient`, or anything with ``act``).
 
-    One step reads an observation, asks the policy when no queued action is left (it then queues the
-    first ``actions_per_query`` actions of the answer), applies one action and sleeps out the rest of
+    One step reads an observation, asks the policy when no queued action is left (with the whole
+    observation: the client sends the inputs the served model takes; it then queues the first
+    ``actions_per_query`` actions of the answer, None: the whole chunk), applies one action and sleeps out the rest of
     the ``1 / control_hz`` period; a step that runs longer is an overrun and the next step starts at
     once (no catch-up burst). :meth:`stop` is safe from any thread or a signal handler: the step in
     progress finishes, the robot is stopped and the recording written.
     """
 
     def __init__(self, policy: ActionSource, robot: Robot, instruction: str, control_hz: float = 5.0,
-                 max_steps: int = 100, actions_per_query: int = 1, unnorm_key: str | None = None):
+                 max_steps: int = 100, actions_per_query: int | None = None, unnorm_key: str | None = None):
         if not instruction:
             raise ValueError("instruction must be a non-empty string")
         if not control_hz > 0:
             raise ValueError(f"control_hz must be > 0, got {control_hz}")
-        if max_steps < 1 or actions_per_query < 1:
+        if max_steps < 1 or (actions_per_query is not None and actions_per_query < 1):
             raise ValueError(f"max_steps and actions_per_query must be >= 1, got {max_steps} and {actions_per_query}")
         self.policy, self.robot, self.instruction = policy, robot, instruction
         self.control_hz, self.max_steps, self.actions_per_query = control_hz, max_steps, actions_per_query
@@ -107,6 +108,10 @@ class ControlLoop:
 
     def _query(self, observation: Observation) -> tuple[list[np.ndarray], float]:
         start = time.perf_counter()
-        answer = self.policy.act(observation["image"], self.instruction, unnorm_key=self.unnorm_key)
+        answer = self.policy.act(observation, self.instruction, unnorm_key=self.unnorm_key)
         latency = time.perf_counter() - start
-        return list(as_chunk(answer)[: self.actions_per_query]), latency
+        chunk = as_chunk(answer)
+        if self.actions_per_query is not None and self.actions_per_query > len(chunk):
+            raise ValueError(f"actions_per_query={self.actions_per_query}, but the server answered {len(chunk)} action(s) "
+                             "per query (a token model answers one): lower it or use null (the whole answer)")
+        return list(chunk[: self.actions_per_query]), latency

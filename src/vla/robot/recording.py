@@ -25,7 +25,7 @@ class EpisodeRecording:
 
     instruction: str
     control_hz: float
-    actions_per_query: int
+    actions_per_query: int | None  # None: every action of each answer
     images: list[np.ndarray] = field(default_factory=list)
     states: list[np.ndarray] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)

@@ -49,7 +49,7 @@ def stop_on_signals(loop: ControlLoop) -> Iterator[None]:
 
 
 def deploy(robot: Robot, server: str, instruction: str | None = None, api_key: str | None = None,
-           unnorm_key: str | None = None, control_hz: float = 5.0, max_steps: int = 100, actions_per_query: int = 1,
+           unnorm_key: str | None = None, control_hz: float = 5.0, max_steps: int = 100, actions_per_query: int | None = None,
            episodes: int = 1, out_dir: str | os.PathLike = "outputs/robot", timeout_s: float = 10.0) -> list[Path]:
     """Run ``episodes`` episodes of ``robot`` against the server at ``server``; returns the recordings (.npz).
 

@@ -34,13 +34,17 @@ _ARRAY_SCHEMA = {
 _ACT_OPENAPI = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
         {"type": "object", "required": ["image", "instruction"], "properties": {
-            "image": {**_ARRAY_SCHEMA, "description": "json_numpy uint8 array [H, W, 3]"},
+            "image": {**_ARRAY_SCHEMA, "description": "json_numpy uint8 array [H, W, 3] (OpenVLA-OFT's name: full_image)"},
             "instruction": {"type": "string", "minLength": 1},
-            "unnorm_key": {"type": "string", "nullable": True}}},
+            "unnorm_key": {"type": "string", "nullable": True},
+            "wrist_image": {**_ARRAY_SCHEMA, "description": "json_numpy uint8 array [H, W, 3]; models with a wrist view"},
+            "proprio": {**_ARRAY_SCHEMA, "description": "json_numpy float array [P], the raw robot state "
+                                                        "(OpenVLA-OFT's name: state); models with proprio"}}},
         {"type": "object", "required": ["encoded"], "description": "OpenVLA double encoding: the payload as a JSON string",
          "properties": {"encoded": {"type": "string"}}},
     ]}}}},
-    "responses": {"200": {"description": "json_numpy float array [action_dim]: the unnormalized action",
+    "responses": {"200": {"description": "json_numpy float array: the unnormalized action [action_dim] (token "
+                                         "models), or the chunk [chunk_size, action_dim] (chunk models)",
                           "content": {"application/json": {"schema": _ARRAY_SCHEMA}}}},
 }
 
@@ -74,8 +78,12 @@ class ServeSettings:
 
     @property
     def max_body_bytes(self) -> int:
-        """Largest body worth reading: a max-size image in base64, possibly double-encoded, plus slack."""
-        return 2 * (4 * self.max_image_side * self.max_image_side * 3 // 3) + 64 * 1024
+        """Largest body worth reading for a one-camera model (see :meth:`body_limit`)."""
+        return self.body_limit(1)
+
+    def body_limit(self, n_images: int) -> int:
+        """Largest body worth reading: ``n_images`` max-size images in base64, possibly double-encoded, plus slack."""
+        return 2 * n_images * (4 * self.max_image_side * self.max_image_side * 3 // 3) + 64 * 1024
 
 
 def create_app(policy: Policy, settings: ServeSettings | None = None) -> FastAPI:
@@ -83,6 +91,7 @@ def create_app(policy: Policy, settings: ServeSettings | None = None) -> FastAPI
     settings = settings or ServeSettings()
     batcher = MicroBatcher(policy.predict_batch, settings.max_batch_size, settings.max_wait_ms)
     unnorm_keys = sorted(policy.norm_stats)
+    body_limit = settings.body_limit(len(policy.image_views))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -120,20 +129,26 @@ def create_app(policy: Policy, settings: ServeSettings | None = None) -> FastAPI
             "action_dims": {key: policy.action_dim(key) for key in unnorm_keys},
             "max_image_side": settings.max_image_side,
             "batching": batcher.stats() | {"max_wait_ms": settings.max_wait_ms},
+            "action_head": policy.action_head,
+            "chunk_size": policy.chunk_size,
+            "image_views": list(policy.image_views),
+            "proprio_dim": policy.proprio_dim,
         }
 
     @app.post("/act", dependencies=[Depends(require_key)], openapi_extra=_ACT_OPENAPI)
     async def act(request: Request) -> Response:
         _require_json(request)
-        body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        body = await _read_body(request, body_limit, settings.body_timeout_s)
         try:
             payload = parse_act_payload(body, settings.max_image_side)
             unnorm_key = policy.resolve_unnorm_key(payload.unnorm_key)
+            views = request_views(payload)
+            policy.check_inputs(views, payload.proprio, unnorm_key)
         except PayloadError as err:
             raise HTTPException(err.status, str(err)) from err
-        except ValueError as err:  # unknown / ambiguous unnorm_key
+        except ValueError as err:  # unknown / ambiguous unnorm_key, views or proprio this model does not take
             raise HTTPException(422, str(err)) from err
-        action = await _predict(batcher, payload, unnorm_key)
+        action = await _predict(batcher, views, payload, unnorm_key)
         return Response(encode_action(action, payload.plain_lists, payload.double_encoded), media_type="application/json")
 
     return app
@@ -147,10 +162,18 @@ def _require_json(request: Request) -> None:
         raise HTTPException(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
 
 
-async def _predict(batcher: MicroBatcher, payload: ActRequest, unnorm_key: str) -> np.ndarray:
-    """The action, or a JSON error: 422 when the model rejects this request's input, else 500."""
+def request_views(payload: ActRequest) -> dict[str, np.ndarray]:
+    """The request's camera images by model view name (``image`` is the primary camera)."""
+    views = {"primary": payload.image}
+    if payload.wrist_image is not None:
+        views["wrist"] = payload.wrist_image
+    return views
+
+
+async def _predict(batcher: MicroBatcher, views: dict[str, np.ndarray], payload: ActRequest, unnorm_key: str) -> np.ndarray:
+    """The action or chunk, or a JSON error: 422 when the model rejects this request's input, else 500."""
     try:
-        return await batcher.submit(payload.image, payload.instruction, unnorm_key)
+        return await batcher.submit(views, payload.instruction, unnorm_key, payload.proprio)
     except ValueError as err:
         raise HTTPException(422, str(err)) from err
     except Exception as err:

@@ -1,8 +1,10 @@
-"""Micro-batching: concurrent ``/act`` requests share one ``predict_action_batch`` call.
+"""Micro-batching: concurrent ``/act`` requests share one ``predict_batch`` call.
 
 One worker task takes the first waiting request, then gathers more until ``max_batch_size`` or
-``max_wait_ms`` is reached, groups them by ``unnorm_key`` and runs the model on a single background
-thread (so the event loop keeps accepting requests and the model is never entered twice at once).
+``max_wait_ms`` is reached, groups them by ``unnorm_key`` and by the inputs they carry (camera views,
+proprio or not: one model call takes one layout) and runs the model on a single background thread (so
+the event loop keeps accepting requests and the model is never entered twice at once). Answers may be
+actions [D] or chunks [K, D]; each request gets its own row.
 ``max_batch_size=1`` turns batching off: every request runs alone, without waiting. When a batched
 call raises, its requests are rerun one at a time, so one bad request fails only itself.
 """
@@ -10,8 +12,9 @@ call raises, its requests are rerun one at a time, so one bad request fails only
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -19,15 +22,25 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PredictBatch = Callable[[Sequence[np.ndarray], Sequence[str], str | None], np.ndarray]
+# (images, instructions, unnorm_key[, proprio=...]) -> [B, D] or [B, K, D]; an image is an array or a
+# mapping view -> array. ``proprio`` is passed (by keyword) only when the batch's requests carry it.
+PredictBatch = Callable[..., np.ndarray]
+Images = np.ndarray | Mapping[str, np.ndarray]
 
 
 @dataclass
 class _Pending:
-    image: np.ndarray
+    image: Images
     instruction: str
     unnorm_key: str | None
     result: asyncio.Future
+    proprio: np.ndarray | None = None
+
+    @property
+    def group(self) -> tuple:
+        """Requests that may share a model call: same statistics, same views, proprio or not alike."""
+        views = tuple(sorted(self.image)) if isinstance(self.image, Mapping) else None
+        return self.unnorm_key, views, self.proprio is None
 
 
 class MicroBatcher:
@@ -61,12 +74,13 @@ class MicroBatcher:
             self._executor.shutdown(wait=True)
         self._worker = self._executor = None
 
-    async def submit(self, image: np.ndarray, instruction: str, unnorm_key: str | None) -> np.ndarray:
-        """The unnormalized action for one request (waits for the batch it lands in)."""
+    async def submit(self, image: Images, instruction: str, unnorm_key: str | None,
+                     proprio: np.ndarray | None = None) -> np.ndarray:
+        """The unnormalized action [D] or chunk [K, D] for one request (waits for the batch it lands in)."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(image, instruction, unnorm_key, future))
+        await self._queue.put(_Pending(image, instruction, unnorm_key, future, proprio))
         return await future
 
     def stats(self) -> dict[str, int]:
@@ -76,11 +90,11 @@ class MicroBatcher:
     async def _run(self) -> None:
         while True:
             batch = await self._gather()
-            groups: dict[str | None, list[_Pending]] = {}
+            groups: dict[tuple, list[_Pending]] = {}
             for item in batch:
-                groups.setdefault(item.unnorm_key, []).append(item)
-            for unnorm_key, items in groups.items():
-                await self._predict(unnorm_key, items)
+                groups.setdefault(item.group, []).append(item)
+            for items in groups.values():
+                await self._predict(items)
 
     async def _gather(self) -> list[_Pending]:
         loop = asyncio.get_running_loop()
@@ -99,17 +113,22 @@ class MicroBatcher:
                 break
         return batch
 
-    async def _predict(self, unnorm_key: str | None, items: list[_Pending]) -> None:
+    async def _predict(self, items: list[_Pending]) -> None:
+        """One model call for ``items`` (one group: same unnorm_key and inputs)."""
         live = [item for item in items if not item.result.done()]  # skip clients that went away
         if not live:
             return
         images = [item.image for item in live]
         instructions = [item.instruction for item in live]
+        unnorm_key = live[0].unnorm_key
+        call = functools.partial(self.predict_batch, images, instructions, unnorm_key)
+        if live[0].proprio is not None:
+            call = functools.partial(call, proprio=[item.proprio for item in live])
         loop = asyncio.get_running_loop()
         try:
-            actions = await loop.run_in_executor(self._executor, self.predict_batch, images, instructions, unnorm_key)
+            actions = await loop.run_in_executor(self._executor, call)
         except Exception as err:  # the worker keeps serving whatever the model raises
-            await self._fail(unnorm_key, live, err)
+            await self._fail(live, err)
             return
         self.batches_run += 1
         self.requests_served += len(live)
@@ -118,7 +137,7 @@ class MicroBatcher:
             if not item.result.done():
                 item.result.set_result(action)
 
-    async def _fail(self, unnorm_key: str | None, items: list[_Pending], err: Exception) -> None:
+    async def _fail(self, items: list[_Pending], err: Exception) -> None:
         """A lone request gets the error; a failed batch is rerun one request at a time to find the culprit."""
         if len(items) == 1:
             if not items[0].result.done():
@@ -126,4 +145,4 @@ class MicroBatcher:
             return
         log.warning("Batch of %d failed (%r); rerunning its requests one at a time", len(items), err)
         for item in items:
-            await self._predict(unnorm_key, [item])
+            await self._predict([item])

@@ -4,6 +4,8 @@ Without them a typo surfaces minutes later, after data generation and model buil
 whatever first touches the value ("'<=' not supported between instances of 'str' and 'int'"), or is
 accepted silently (``trainer.max_steps=0`` exports an untrained model, ``checkpoint_every_n_steps=0``
 writes no checkpoint until the end). ``resume=`` is checked by :func:`vla.training.resume.resolve_resume`.
+Values that are only wrong together (a ``tokens`` head with chunks, ``step-decay`` without its step) are checked
+by :data:`COMBINATIONS`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from vla.data.registry import IMAGE_VIEWS
+from vla.models.heads import ACTION_HEADS
 from vla.training.module import LR_SCHEDULES
 from vla.training.stages import STAGES
 
@@ -55,19 +59,31 @@ def one_of(choices: Sequence[str]) -> Rule:
     return Rule((str,), lambda v: v in choices, "one of " + ", ".join(choices))
 
 
+FLAG = Rule((bool,), lambda v: True, "true or false")
+VIEWS = Rule((ListConfig, list, tuple), lambda v: len(v) > 0 and len(set(v)) == len(v) and all(x in IMAGE_VIEWS for x in v),
+             "a non-empty list of distinct views from " + ", ".join(IMAGE_VIEWS))
+
+
 RULES: dict[str, Rule] = {
     "seed": integer(0, 2**32 - 1),
     "resume": Rule((str, type(None)), lambda v: True, "null, auto or the path of a .ckpt file written by train.py"),
     "checkpoint_every_n_steps": integer(1),
     "checkpoint_keep_last": Rule((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null (keep all)"),
-    "checkpoint_trainable_only": Rule((bool,), lambda v: True, "true or false"),
-    "export": Rule((bool,), lambda v: True, "true or false"),
+    "checkpoint_trainable_only": FLAG,
+    "export": FLAG,
+    "head.name": one_of(tuple(ACTION_HEADS)),
+    "head.chunk_size": integer(1),
+    "data.image_views": VIEWS,
+    "data.proprio": FLAG,
+    "model.film": FLAG,
     "module.stage": one_of(STAGES),
     "module.learning_rate": number(lambda v: v > 0, "a number > 0"),
     "module.weight_decay": number(lambda v: v >= 0, "a number >= 0"),
     "module.lr_schedule": one_of(LR_SCHEDULES),
     "module.warmup_ratio": number(lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "module.activation_checkpointing": Rule((bool,), lambda v: True, "true or false"),
+    "module.lr_decay_after_steps": Rule((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "module.lr_decay_factor": number(lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "module.activation_checkpointing": FLAG,
     "data.datamodule.batch_size": integer(1),
     "data.datamodule.num_workers": integer(0),
     "data.datamodule.shuffle_buffer": integer(0),
@@ -83,13 +99,34 @@ RULES: dict[str, Rule] = {
 }
 
 
+def _head_chunk_size(cfg: DictConfig) -> str | None:
+    head, size = OmegaConf.select(cfg, "head.name"), OmegaConf.select(cfg, "head.chunk_size")
+    if head in ACTION_HEADS and not ACTION_HEADS[head].chunked and size != 1:
+        chunked = [name for name, spec in ACTION_HEADS.items() if spec.chunked]
+        return (f"head.chunk_size={size!r}: the {head} head predicts one action per pass, expected 1 "
+                f"(chunks need head={' or head='.join(chunked)})")
+    return None
+
+
+def _lr_decay_step(cfg: DictConfig) -> str | None:
+    if OmegaConf.select(cfg, "module.lr_schedule") == "step-decay" and OmegaConf.select(cfg, "module.lr_decay_after_steps") is None:
+        return "module.lr_decay_after_steps=None: expected an integer >= 1 with module.lr_schedule='step-decay'"
+    return None
+
+
+COMBINATIONS: tuple[Callable[[DictConfig], str | None], ...] = (_head_chunk_size, _lr_decay_step)
+
+
 def config_problems(cfg: DictConfig) -> list[str]:
-    """One ``key=value: expected ...`` line per value of ``cfg`` that breaks its rule (absent keys pass)."""
+    """One ``key=value: expected ...`` line per value of ``cfg`` that breaks its rule (absent keys pass), then one
+    per broken :data:`COMBINATIONS` check, run once every value passed its own rule."""
     problems = []
     for key, rule in RULES.items():
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not rule.accepts(value):
             problems.append(f"{key}={value!r}: expected {rule.allowed}")
+    if not problems:
+        problems = [problem for check in COMBINATIONS if (problem := check(cfg)) is not None]
     return problems
 
 

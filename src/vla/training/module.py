@@ -1,4 +1,10 @@
-"""The LightningModule that trains a VLA: loss, action-token accuracy and L1, optimizer, checkpoints.
+"""The LightningModule that trains a VLA: loss, action metrics, optimizer, checkpoints.
+
+Metrics follow the model's action head: ``tokens`` logs the loss, action-token accuracy and L1 of the decoded
+bins; ``l1`` (OpenVLA-OFT chunks) logs the loss and the L1 over real (not past-the-episode-end) chunk steps,
+in total (``<split>/l1``), per action dimension (``<split>/l1/dim<i>``) and per chunk step
+(``<split>/l1/t<k>``: the action k steps ahead), all in normalized action space; the per-dimension and
+per-step values are logged as epoch (train) and validation means only.
 
 Everything a checkpoint needs to become a standalone model (the model's ``VLAConfig``, the dataset
 statistics, the stage and LoRA settings) is stored in it, next to Lightning's full training state
@@ -26,7 +32,7 @@ from vla.models.vla import VLA
 from vla.training.peft import apply_lora, apply_qlora
 from vla.training.stages import STAGES, apply_stage, trainable_parameter_summary
 
-LR_SCHEDULES = ("constant", "linear-warmup+cosine-decay")
+LR_SCHEDULES = ("constant", "linear-warmup+cosine-decay", "step-decay")
 
 
 def warmup_cosine_factor(total_steps: int, warmup_ratio: float):
@@ -42,8 +48,23 @@ def warmup_cosine_factor(total_steps: int, warmup_ratio: float):
     return factor
 
 
+def step_decay_factor(total_steps: int, warmup_ratio: float, decay_after_steps: int, decay_factor: float):
+    """LR multiplier per step for ``step-decay``: OpenVLA-OFT's ``MultiStepLR`` (constant, times ``decay_factor``
+    from step ``decay_after_steps`` on), after an optional linear warmup."""
+    warmup = int(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        ramp = (step + 1) / warmup if step < warmup else 1.0
+        return ramp * (decay_factor if step >= decay_after_steps else 1.0)
+
+    return factor
+
+
 class VLATrainingModule(pl.LightningModule):
-    """Trains ``vla`` in a given freeze ``stage`` (OpenVLA's AdamW, constant LR by default)."""
+    """Trains ``vla`` in a given freeze ``stage`` (OpenVLA's AdamW, constant LR by default).
+
+    ``lr_decay_after_steps`` / ``lr_decay_factor``: the ``step-decay`` schedule's one LR drop (OFT: 10x after 100K).
+    """
 
     def __init__(
         self,
@@ -53,6 +74,8 @@ class VLATrainingModule(pl.LightningModule):
         weight_decay: float = 0.0,
         lr_schedule: str = "constant",
         warmup_ratio: float = 0.0,
+        lr_decay_after_steps: int | None = None,
+        lr_decay_factor: float = 0.1,
         lora: dict[str, Any] | None = None,
         fsdp_reshard_after_forward: bool = True,
         activation_checkpointing: bool = False,
@@ -67,10 +90,13 @@ class VLATrainingModule(pl.LightningModule):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        if lr_schedule == "step-decay" and (lr_decay_after_steps is None or lr_decay_after_steps < 1):
+            raise ValueError(f"lr_schedule 'step-decay' needs lr_decay_after_steps >= 1, got {lr_decay_after_steps}")
         self.vla = vla.train()  # loaders hand out eval-mode models; Lightning keeps the mode it finds
         self.stage = stage
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.lr_schedule, self.warmup_ratio = lr_schedule, warmup_ratio
+        self.lr_decay_after_steps, self.lr_decay_factor = lr_decay_after_steps, lr_decay_factor
         self.lora = dict(lora or {})
         self.fsdp_reshard_after_forward = fsdp_reshard_after_forward
         self.activation_checkpointing = activation_checkpointing
@@ -78,9 +104,10 @@ class VLATrainingModule(pl.LightningModule):
         self._apply_stage()
         if activation_checkpointing:  # after LoRA (input grads), before configure_model (FSDP2 wraps the blocks)
             enable_activation_checkpointing(self.vla)
+        self.chunked = vla.config.action_head != "tokens"
         self.metrics = torch.nn.ModuleDict()  # "<split>_<metric>" and, for mixtures, "<split>_<metric>@<dataset>"
         for split in ("train", "val"):
-            for name in ("loss", "action_accuracy", "l1"):
+            for name in ("loss", "l1") if self.chunked else ("loss", "action_accuracy", "l1"):
                 self._metric(f"{split}_{name}")
 
     def _apply_stage(self) -> None:
@@ -94,8 +121,10 @@ class VLATrainingModule(pl.LightningModule):
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy`` shard with FSDP2: each ViT block, each LLM layer, then the root.
 
-        The root keeps its parameters (embeddings, projector, output head) unsharded after forward: backward
-        needs them first, and the explicit ``reshard_after_forward=True`` of older torch releases would free them.
+        A FiLM-wrapped ViT block is sharded as one unit with its ``scale``/``shift`` linears. The root keeps its
+        parameters (embeddings, projector, output head, action head, proprio projector) unsharded after forward:
+        backward needs them first, and the explicit ``reshard_after_forward=True`` of older torch releases would
+        free them.
         """
         mesh = getattr(self, "device_mesh", None)
         if mesh is None:
@@ -124,10 +153,15 @@ class VLATrainingModule(pl.LightningModule):
         return self.metrics[key]
 
     def _shared_step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
-        out = self.vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
-        metrics = self.vla.action_metrics(out.logits, out.targets)
+        """Forward with whatever the batch carries (proprio with ``data.proprio``; chunk targets for ``l1``)."""
+        out = self.vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"],
+                       proprio=batch.get("proprio"), action_mask=batch.get("action_mask"), actions=batch.get("actions"))
         batch_size = batch["input_ids"].shape[0]
         on_step = split == "train"
+        if self.chunked:
+            self._log_chunk_metrics(out, batch, split, on_step)
+            return out.loss
+        metrics = self.vla.action_metrics(out.logits, out.targets)
         for name, value, weight in (
             ("loss", out.loss.detach(), batch_size),
             ("action_accuracy", metrics["accuracy"], metrics["count"]),
@@ -137,6 +171,35 @@ class VLATrainingModule(pl.LightningModule):
                            batch_size=batch_size, sync_dist=False)
         self._log_per_dataset(out, batch, split, on_step)
         return out.loss
+
+    def _log_chunk_metrics(self, out, batch: dict[str, Any], split: str, on_step: bool) -> None:
+        """Loss, then L1 in total, per dimension and per chunk step, each weighted by the real values it averages
+        (a step past every row's episode end counts with weight 0); the breakdowns per epoch and validation."""
+        batch_size = batch["input_ids"].shape[0]
+        metrics = self.vla.chunk_metrics(out, batch["action_pad_mask"])
+        steps, action_dim = metrics["count"], out.actions.shape[-1]
+        values = [("loss", out.loss.detach(), batch_size), ("l1", metrics["l1"], steps * action_dim)]
+        values += [(f"l1/dim{i}", value, steps) for i, value in enumerate(metrics["l1_per_dim"])]
+        values += [(f"l1/t{k}", value, count * action_dim)
+                   for k, (value, count) in enumerate(zip(metrics["l1_per_step"], metrics["count_per_step"]))]
+        for name, value, weight in values:
+            # The breakdowns are epoch means: one batch may hold no real value of a late step (0/0).
+            self._log_mean(f"{split}/{name}", f"{split}_{name.replace('/', '_')}", value.float(), weight,
+                           on_step and "/" not in name, prog_bar=name in ("loss", "l1"), batch_size=batch_size,
+                           sync_dist=False)
+        self._log_chunk_per_dataset(out, batch, split, on_step)
+
+    def _log_chunk_per_dataset(self, out, batch: dict[str, Any], split: str, on_step: bool) -> None:
+        """Per-dataset chunk L1 when the batch mixes several datasets."""
+        names = batch.get("dataset_name")
+        if not names or len(set(names)) < 2:
+            return
+        for name in sorted(set(names)):
+            rows = torch.tensor([i for i, n in enumerate(names) if n == name], device=out.actions.device)
+            subset = type(out)(loss=out.loss, predicted=out.predicted[rows], actions=out.actions[rows])
+            metrics = self.vla.chunk_metrics(subset, batch["action_pad_mask"][rows])
+            self._log_mean(f"{split}/{name}/l1", f"{split}_l1@{name.replace('.', '_')}", metrics["l1"].float(),
+                           metrics["count"] * out.actions.shape[-1], on_step, batch_size=len(rows))
 
     def _log_per_dataset(self, out, batch: dict[str, Any], split: str, on_step: bool) -> None:
         """Per-dataset action accuracy / L1 when the batch mixes several datasets."""
@@ -169,7 +232,11 @@ class VLATrainingModule(pl.LightningModule):
         optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
         if self.lr_schedule == "constant":
             return optimizer
-        factor = warmup_cosine_factor(int(self.trainer.estimated_stepping_batches), self.warmup_ratio)
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        if self.lr_schedule == "step-decay":
+            factor = step_decay_factor(total_steps, self.warmup_ratio, self.lr_decay_after_steps, self.lr_decay_factor)
+        else:
+            factor = warmup_cosine_factor(total_steps, self.warmup_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

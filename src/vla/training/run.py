@@ -8,6 +8,7 @@ logs continued on resume) -> fit (optionally resumed) -> export + summary.
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,6 +54,19 @@ def ensure_embedded_data(embedded: DictConfig) -> None:
     subprocess.run([sys.executable, "-m", "data_prep.sim_rlds", f"out={rlds}", "progress=true",
                     *(f"{key}={value}" for key, value in wanted.items())], check=True)
     subprocess.run([sys.executable, "-m", "data_prep", "dataset=vla_sim", f"source={rlds}", f"out={prepared}"], check=True)
+
+
+def build_model(model: DictConfig, dataset_statistics: dict[str, Any]) -> Any:
+    """The VLA ``model`` describes, knowing the data's statistics.
+
+    Targets taking ``norm_stats`` (``build_vla``, ``load_openvla``) get them at build time, since the ``l1`` head
+    and the proprio projector are sized from them; a model imported from a checkpoint keeps its datasets'
+    statistics and gains this data's.
+    """
+    takes_stats = "norm_stats" in inspect.signature(get_method(model._target_)).parameters
+    vla = instantiate(model, _convert_="all", **({"norm_stats": dataset_statistics} if takes_stats else {}))
+    vla.norm_stats = {**vla.norm_stats, **dataset_statistics}
+    return vla
 
 
 def build_strategy(strategy: DictConfig | None) -> Any:
@@ -119,10 +133,8 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     if cfg.data.get("embedded"):
         ensure_embedded_data(cfg.data.embedded)
 
-    datamodule = instantiate(cfg.data.datamodule)
-    vla = instantiate(cfg.model, _convert_="all")
-    # A model imported from a checkpoint keeps its datasets' statistics and gains this data's.
-    vla.norm_stats = {**vla.norm_stats, **datamodule.dataset_statistics}
+    datamodule = instantiate(cfg.data.datamodule, _convert_="all")  # image_views as a plain list
+    vla = build_model(cfg.model, datamodule.dataset_statistics)
     datamodule.attach_processor(vla.processor)
     strategy_cfg = cfg.get("strategy")
     module = instantiate(cfg.module, vla=vla, lora=OmegaConf.to_container(cfg.module.lora) if cfg.module.lora else None,

@@ -23,6 +23,11 @@ trained module, letting the frozen vision features re-align cheaply; with OpenVL
 ``finetune.py`` setting (adapters on every linear layer of the VLA) the projector's base is
 frozen like everything else.
 
+OpenVLA-OFT's added modules (the ``l1`` action head, the proprio projector, the FiLM ``scale``/``shift``
+linears of each ViT block) are newly initialised, so they train in full in every stage, adapter stages
+included (OFT's ``finetune.py`` trains them next to the LoRA adapters). The LLM's output head is frozen when
+the action head is not ``tokens``: nothing reads it, and a trainable parameter without gradients stops DDP.
+
 Precision is left to the trainer (Prismatic also casts a trainable vision backbone to float32).
 Train/eval modes are left alone: Prismatic keeps the whole model in train mode (its backbones
 have no dropout, so the mode does not change their outputs) and Lightning toggles the mode of the
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from vla.models.film import FiLMedVisionTransformerBlock
 from vla.models.lora import adapter_parameter_names
 from vla.models.quantization import has_4bit_layers
 from vla.models.vla import VLA
@@ -41,7 +47,7 @@ STAGES = (
     "align", "finetune", "full-finetune", "vla-train", "vla-full-train",
     "vla-sandwich-train", "vla-last-layer-train", "lora", "qlora",
 )
-TOP_LEVEL_MODULES = ("vision_backbone", "projector", "llm_backbone")
+TOP_LEVEL_MODULES = ("vision_backbone", "projector", "llm_backbone", "action_head", "proprio_projector")
 
 # stage -> (vision trains, projector trains, whole LLM trains, LLM "last layer" trains)
 _DENSE_STAGES: dict[str, tuple[bool, bool, bool, bool]] = {
@@ -74,9 +80,24 @@ def apply_stage(vla: VLA, stage: str) -> dict[str, tuple[int, int]]:
         vla.llm_backbone.requires_grad_(llm)
         for module in last_layer_modules(vla) if last_layer else ():
             module.requires_grad_(True)
+    for module in added_modules(vla):
+        module.requires_grad_(True)
+    output_head = vla.llm_backbone.llm.get_output_embeddings()
+    if vla.config.action_head != "tokens" and output_head.weight is not vla.llm_backbone.llm.get_input_embeddings().weight:
+        output_head.requires_grad_(False)
     for param in vla.vision_backbone.unused_parameters():
         param.requires_grad_(False)
     return parameter_counts(vla)
+
+
+def added_modules(vla: VLA) -> list[nn.Module]:
+    """The modules OpenVLA-OFT adds to OpenVLA, when the model has them: action head, proprio projector, FiLM linears."""
+    modules = [module for module in (getattr(vla, "action_head", None), getattr(vla, "proprio_projector", None))
+               if module is not None]
+    for block in vla.vision_backbone.modules():
+        if isinstance(block, FiLMedVisionTransformerBlock):
+            modules.extend((block.scale, block.shift))
+    return modules
 
 
 def _apply_adapter_stage(vla: VLA, stage: str) -> None:
@@ -92,12 +113,15 @@ def _apply_adapter_stage(vla: VLA, stage: str) -> None:
 
 
 def parameter_counts(vla: VLA) -> dict[str, tuple[int, int]]:
-    """{"vision_backbone" | "projector" | "llm_backbone" | "total": (trainable, total)} parameter counts.
+    """{"vision_backbone" | "projector" | "llm_backbone" | "action_head" | "proprio_projector" | "total":
+    (trainable, total)} parameter counts (the last two only when the model has them).
 
     4-bit quantized weights count their stored (packed) elements, not the original matrix size.
     """
     counts = {}
     for name in TOP_LEVEL_MODULES:
+        if getattr(vla, name, None) is None:
+            continue
         params = list(getattr(vla, name).parameters())
         counts[name] = (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
     counts["total"] = (sum(t for t, _ in counts.values()), sum(n for _, n in counts.values()))

@@ -14,14 +14,19 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 Observation = dict[str, np.ndarray]
-# What a rollout drives: (primary camera image uint8 HxWx3, instruction) -> 7-D action. A
-# vla.policy.Policy is one; tests and smoke runs pass scripted functions.
-ActFn = Callable[[np.ndarray, str], np.ndarray]
+# What a rollout drives: (the env's observation dict, instruction) -> one 7-D action [7] or a chunk of
+# them [K, 7] (action-chunk policies; the rollout executes its first actions open loop). The whole
+# observation goes in so a policy can take the views and proprio its model uses. A vla.policy.Policy
+# is one; tests and smoke runs pass scripted functions.
+ActFn = Callable[[Observation, str], np.ndarray]
 
 
 @runtime_checkable
 class Env(Protocol):
-    """Gymnasium-style env; ``obs = {"image": uint8 HxWx3, "wrist_image"?: ..., "state": float32[7]}``."""
+    """Gymnasium-style env; ``obs = {"image": uint8 HxWx3, "wrist_image"?: ..., "state": float32 [S]}``.
+
+    ``state`` is the proprio the env's training data stores (sim 7-D, LIBERO 8-D as OpenVLA-OFT).
+    """
 
     def reset(self, seed: int | None = None) -> tuple[Observation, dict[str, Any]]: ...
 

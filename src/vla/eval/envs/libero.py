@@ -3,7 +3,11 @@
 Reproduces OpenVLA's ``run_libero_eval.py``: ``OffScreenRenderEnv`` at 256x256 seeded with 0 once,
 ``reset()`` + ``set_init_state(suite init state i)`` per trial, the agent-view image rotated 180
 degrees, and the gripper post-processing (``2x - 1``, sign, flip) applied to the policy's
-0 = close / 1 = open gripper. Install with the ``[libero]`` extra and set ``MUJOCO_GL=egl``.
+0 = close / 1 = open gripper. The observation also carries what OpenVLA-OFT's LIBERO eval feeds its
+chunk policies (``prepare_observation``): the wrist camera rotated 180 degrees like the agent view,
+and the 8-D state EEF position (3) + axis-angle of the EEF quaternion (3) + the two gripper finger
+joint positions (2), the layout of the LIBERO RLDS ``state``. Install with the ``[libero]`` extra and
+set ``MUJOCO_GL=egl``.
 """
 
 from __future__ import annotations
@@ -77,8 +81,8 @@ class LiberoEnv:
         from robosuite.utils.transform_utils import quat2axisangle
 
         self._last_image = np.ascontiguousarray(raw["agentview_image"][::-1, ::-1])
-        fingers = raw["robot0_gripper_qpos"]
-        state = np.concatenate([raw["robot0_eef_pos"], quat2axisangle(raw["robot0_eef_quat"]), [fingers[0] - fingers[1]]])
+        quat = np.array(raw["robot0_eef_quat"], dtype=np.float64)  # a copy: quat2axisangle clips it in place
+        state = np.concatenate([raw["robot0_eef_pos"], quat2axisangle(quat), raw["robot0_gripper_qpos"]])
         return {
             "image": self._last_image,
             "wrist_image": np.ascontiguousarray(raw["robot0_eye_in_hand_image"][::-1, ::-1]),
