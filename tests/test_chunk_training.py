@@ -222,7 +222,7 @@ def test_oft_libero_is_openvla_oft_finetune_py():
     cfg = compose_cli("train", "experiment=oft-libero")
     assert (cfg.head.name, cfg.head.chunk_size) == ("l1", 8)
     assert list(cfg.data.image_views) == ["primary", "wrist"] and cfg.data.proprio is True and cfg.model.film is False
-    assert cfg.data.name == "libero_spatial" and cfg.model.llm_backbone == "llama2-7b"
+    assert cfg.data.name == "libero_spatial" and cfg.model._target_ == "vla.models.load_openvla"  # from OpenVLA-7B
     assert cfg.stage.name == "lora" and OmegaConf.to_container(cfg.module.lora, resolve=True) == {
         "r": 32, "alpha": None, "dropout": 0.0, "target_modules": "all-linear", "adapt_vision_and_projector": True}
     assert cfg.module.learning_rate == 5e-4 and cfg.module.weight_decay == 0.01 and cfg.module.warmup_ratio == 0.0

@@ -18,8 +18,8 @@ from tests.conftest import compose_cli
 from vla.models import export_openvla_hf, load_checkpoint, load_openvla
 from vla.models.oft_format import export_oft
 from vla.training.config_checks import config_problems
-from vla.training.run import build_model
 from vla.training.peft import apply_lora
+from vla.training.run import build_model
 
 K, D, P = 4, 7, 8
 VIEWS = ("primary", "wrist")

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from vla.models.film import FiLMedVisionTransformerBlock
 from vla.models.lora import adapter_parameter_names
 from vla.models.quantization import has_4bit_layers
 from vla.models.vla import VLA
@@ -80,7 +79,7 @@ def apply_stage(vla: VLA, stage: str) -> dict[str, tuple[int, int]]:
         vla.llm_backbone.requires_grad_(llm)
         for module in last_layer_modules(vla) if last_layer else ():
             module.requires_grad_(True)
-    for module in added_modules(vla):
+    for module in vla.chunk_modules():
         module.requires_grad_(True)
     output_head = vla.llm_backbone.llm.get_output_embeddings()
     if vla.config.action_head != "tokens" and output_head.weight is not vla.llm_backbone.llm.get_input_embeddings().weight:
@@ -88,16 +87,6 @@ def apply_stage(vla: VLA, stage: str) -> dict[str, tuple[int, int]]:
     for param in vla.vision_backbone.unused_parameters():
         param.requires_grad_(False)
     return parameter_counts(vla)
-
-
-def added_modules(vla: VLA) -> list[nn.Module]:
-    """The modules OpenVLA-OFT adds to OpenVLA, when the model has them: action head, proprio projector, FiLM linears."""
-    modules = [module for module in (getattr(vla, "action_head", None), getattr(vla, "proprio_projector", None))
-               if module is not None]
-    for block in vla.vision_backbone.modules():
-        if isinstance(block, FiLMedVisionTransformerBlock):
-            modules.extend((block.scale, block.shift))
-    return modules
 
 
 def _apply_adapter_stage(vla: VLA, stage: str) -> None:
