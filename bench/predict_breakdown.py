@@ -6,10 +6,9 @@
 Each stage is timed with the device synchronized around it (median over calls), then one call runs under
 ``torch.profiler`` and the ops with the most self time are printed: on a GPU, host time far above device
 time means the decode loop is launch-bound (Python and kernel-launch overhead), not bandwidth-bound.
-``--static-decode`` also times the lever for that: the same greedy decoding with a preallocated
-``StaticCache`` (fixed shapes, no mask rebuilt per step), eager and with the decode step under
-``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a GPU), and checks its logits against
-today's decoding. Random weights; the LLM shape uses the offline SentencePiece tokenizer (see gpu_check.py).
+``--static-decode`` also times the lever for that, ``vla.models.decoding.StaticCacheDecoder`` (a
+preallocated ``StaticCache``: fixed shapes, no mask rebuilt per step), eager and with the decode step under
+``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a GPU), and checks it gives today's tokens. Random weights; the LLM shape uses the offline SentencePiece tokenizer (see gpu_check.py).
 """
 
 from __future__ import annotations
@@ -27,12 +26,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from transformers import StaticCache  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check import (INSTRUCTION, Target, build_model, random_images, shape_only_backbones)  # noqa: E402
 
 from vla.contract.normalization import normalization_kind, unnormalize  # noqa: E402
+from vla.models.decoding import StaticCacheDecoder  # noqa: E402
 from vla.models.llm import LLM_BACKBONES, register_llm_backbone  # noqa: E402
 from vla.models.vla import _right_to_left_padding  # noqa: E402
 from vla.policy import Policy  # noqa: E402
@@ -91,87 +90,33 @@ def staged_act(policy: Policy, image: np.ndarray, timer: StageTimer) -> np.ndarr
         policy.processor.decode_actions(torch.stack(tokens, dim=1)), stats, kind=normalization_kind(stats)))
 
 
-class StaticDecoder:
-    """Greedy decoding of one prompt with a reused ``StaticCache``; ``step`` may be a compiled function.
-
-    No attention mask is passed (batch 1, no padding): the causal mask then follows from positions and
-    the cache, so every decode step has the same shapes and can be captured as a CUDA graph.
-    """
-
-    def __init__(self, policy: Policy, compile_mode: str | None):
-        self.policy, self.llm = policy, policy.model.llm_backbone.llm
-        self.caches: dict[int, StaticCache] = {}
-        self.step = self._step if compile_mode is None else torch.compile(self._step, mode=compile_mode, dynamic=False)
-
-    def _step(self, embeds: torch.Tensor, positions: torch.Tensor, cache: StaticCache) -> torch.Tensor:
-        return self.llm(inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True).logits[:, -1]
-
-    @torch.inference_mode()
-    def logits(self, image: np.ndarray) -> torch.Tensor:
-        """[1, D, vocab] logits of the D greedy steps."""
-        model, steps = self.policy.model, self.policy.action_dim()
-        device = next(model.parameters()).device
-        inputs = self.policy.processor.inference_batch([self.policy.preprocess(image)], [INSTRUCTION])
-        embeds, _, _ = model.embed_multimodal(**{k: v.to(device) for k, v in inputs.items()})
-        length = embeds.shape[1]
-        if length + steps not in self.caches:
-            self.caches[length + steps] = StaticCache(config=self.llm.config, max_cache_len=length + steps)
-        cache = self.caches[length + steps]
-        cache.reset()
-        positions = torch.arange(length, device=device)[None]
-        out = self.llm(inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-        logits = [out.logits[:, -1]]
-        for step in range(1, steps):
-            token = logits[-1].argmax(dim=-1)
-            position = torch.full((1, 1), length + step - 1, device=device)
-            logits.append(self.step(model.llm_backbone.embed(token[:, None]), position, cache).clone())
-        return torch.stack(logits, dim=1)
-
-
-@torch.inference_mode()
-def dynamic_logits(policy: Policy, image: np.ndarray) -> torch.Tensor:
-    """Today's decoding (``VLA.generate_action_tokens``' loop), returning the logits of each step."""
-    model = policy.model
-    device = next(model.parameters()).device
-    inputs = policy.processor.inference_batch([policy.preprocess(image)], [INSTRUCTION])
-    embeds, mask, _ = model.embed_multimodal(**{k: v.to(device) for k, v in inputs.items()})
-    positions = torch.arange(embeds.shape[1], device=device)[None]
-    out = model.llm_backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1)
-    logits = [out.logits[:, -1]]
-    for _ in range(1, policy.action_dim()):
-        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
-        positions = positions[:, -1:] + 1
-        out = model.llm_backbone(inputs_embeds=model.llm_backbone.embed(logits[-1].argmax(dim=-1)[:, None]),
-                                 attention_mask=mask, position_ids=positions, cache=out.cache, use_cache=True)
-        logits.append(out.logits[:, -1])
-    return torch.stack(logits, dim=1)
-
-
 def time_static_decoding(policy: Policy, image: np.ndarray, target: Target, calls: int) -> None:
-    """Median ms per call (decoding from the image) and the largest logit difference from today's path."""
-    reference = dynamic_logits(policy, image).float()
-    modes = [("dynamic cache (today)", None), ("static cache, eager", None),
-             ("static cache, compiled", "reduce-overhead" if target.cuda else "default")]
-    print("| decoding | ms per call (median) | max abs logit diff vs today | same tokens |\n|---|---:|---:|---|")
-    for index, (name, compile_mode) in enumerate(modes):
-        decoder = StaticDecoder(policy, compile_mode)
-        run = (lambda: dynamic_logits(policy, image)) if index == 0 else (lambda: decoder.logits(image))
+    """Median ms per decoding call (from the image) of today's path and of ``vla.models.decoding``'s
+    static-cache decoder, eager and compiled, and whether each gives today's tokens."""
+    model = policy.model
+    inputs = policy.processor.inference_batch([policy.preprocess(image)], [INSTRUCTION])
+    action_dim = policy.action_dim()
+    reference = model.generate_action_tokens(**inputs, action_dim=action_dim)
+    modes = [("dynamic cache (today)", model.generate_action_tokens),
+             ("static cache, eager", StaticCacheDecoder(model, compile_mode=None).generate),
+             ("static cache, compiled",
+              StaticCacheDecoder(model, compile_mode="reduce-overhead" if target.cuda else "default").generate)]
+    print("| decoding | ms per call (median) | same tokens |\n|---|---:|---|")
+    for name, generate in modes:
         start = time.perf_counter()
-        logits = run()  # the first call compiles
+        tokens = generate(**inputs, action_dim=action_dim)  # the first compiled call compiles
         warm = time.perf_counter() - start
         for _ in range(2):
-            run()
+            generate(**inputs, action_dim=action_dim)
         seconds = []
         for _ in range(calls):
             target.sync()
             start = time.perf_counter()
-            logits = run()
+            tokens = generate(**inputs, action_dim=action_dim)
             target.sync()
             seconds.append(time.perf_counter() - start)
-        diff = (logits.float() - reference).abs().max().item()
-        same = bool((logits.argmax(-1) == reference.argmax(-1)).all())
-        print(f"| {name} (first call {warm:.1f} s) | {1000 * statistics.median(seconds):.1f} | {diff:.3g} | {same} |")
+        same = bool(torch.equal(tokens.cpu(), reference.cpu()))
+        print(f"| {name} (first call {warm:.1f} s) | {1000 * statistics.median(seconds):.1f} | {same} |")
 
 
 def main() -> None:

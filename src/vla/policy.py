@@ -70,8 +70,10 @@ class Policy:
         self.proprio_from_state = None if proprio_from_state is None else list(proprio_from_state)
         if compile_decoding and model.config.action_head != "tokens":
             raise ValueError("compile_decoding speeds up token decoding; this model's chunk head decodes in one pass")
-        mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
-        self.decoder = StaticCacheDecoder(model, compile_mode=mode) if compile_decoding else None
+        self.decoder = None
+        if compile_decoding:  # CUDA graphs on a GPU; inductor's default mode elsewhere
+            mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
+            self.decoder = StaticCacheDecoder(model, compile_mode=mode)
         self.unnorm_key: str | None = None  # the default key: resolved below when one is given or only one exists
         if unnorm_key is not None or len(model.norm_stats) == 1:
             self.unnorm_key = self.resolve_unnorm_key(unnorm_key)
