@@ -16,6 +16,7 @@ from PIL import Image
 
 from vla.data import VLADataModule
 from vla.data.augmentation import OpenVLAAugmentation
+from vla.contract.images import decode_jpeg, lanczos_resize
 from vla.contract.prompt import IGNORE_INDEX
 from vla.data.shards import CorruptShardError
 
@@ -185,7 +186,8 @@ def test_val_loader_is_finite_deterministic_and_unaugmented(data_root, tiny_vla)
     assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(first, second))
     with wds.WebDataset(str(data_root / "vla_sim" / "val-000000.tar"), shardshuffle=False) as stream:
         raw = next(iter(stream))
-    plain = tiny_vla.processor.image_transform(np.asarray(Image.open(io.BytesIO(raw["image_primary.jpg"])).convert("RGB")))
+    transform = tiny_vla.processor.image_transform  # OpenVLA's frame: TF-exact decode + dlimp's Lanczos to S x S
+    plain = transform(lanczos_resize(decode_jpeg(raw["image_primary.jpg"]), transform.image_size))
     index = keys(first).index(("vla_sim", raw["__key__"]))
     batch, row = divmod(index, 4)
     assert torch.equal(first[batch]["pixel_values"][row], plain)

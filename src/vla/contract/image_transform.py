@@ -1,7 +1,9 @@
 """The backbone's image transform: what training and inference apply to every RGB frame.
 
 Resize to the backbone's size on the CPU (uint8 stays compact in loaders), then per-view
-normalization on the model's device.
+normalization on the model's device. Training and OpenVLA-style eval frames arrive here already
+S x S from dlimp's exact Lanczos resize (:mod:`vla.contract.images`), as in OpenVLA, where
+Prismatic's transform runs last; ``resize-naive`` and ``letterbox`` then leave them untouched.
 """
 
 from __future__ import annotations

@@ -1,24 +1,42 @@
-"""Camera frames before the model: validation, JPEG settings and OpenVLA's eval-time preprocessing (numpy + PIL).
+"""Camera frames before the model: validation, JPEG codec and OpenVLA's pixel pipeline, exact (numpy, numba, PIL).
 
-No torch here, so data_prep can use it; the backbone's own transform is :mod:`vla.contract.image_transform`.
-The functions below reproduce OpenVLA's eval-time preprocessing without TensorFlow. OpenVLA (``experiments/robot``) JPEG-encodes and decodes every camera frame, as its RLDS builder
-did for the training images, resizes it to 224 with ``tf.image.resize(lanczos3, antialias)``, and
-optionally center-crops ``sqrt(0.9)`` of each side (0.9 of the area) with
-``tf.image.crop_and_resize``. Here: PIL JPEG at TF's default quality 95 with 4:2:0 chroma, a float
-Lanczos resize rounded half-to-even like ``tf.round``, and an exact NumPy port of the bilinear
-``crop_and_resize`` sampling. The JPEG codecs and Lanczos kernels are not bit-identical to TF's;
-tests/test_eval_images.py measures the gap (a few grey levels at most).
+No torch and no TensorFlow here, so data_prep can use it; the backbone's own transform is
+:mod:`vla.contract.image_transform`. OpenVLA's training frames are RLDS JPEGs decoded by TF's
+default decoder and resized by dlimp (``tf.image.resize(lanczos3, antialias=True)``, rounded,
+clipped, cast to uint8) to the backbone's S x S; its eval (``experiments/robot``) JPEG-encodes and
+decodes every camera frame first, as its RLDS builder did, and may center-crop ``sqrt(0.9)`` of
+each side with ``tf.image.crop_and_resize``. Every function here reproduces those ops bit for bit
+(tests/test_eval_images.py and tests/test_openvla_pixels.py compare against TensorFlow itself):
+
+* :func:`decode_jpeg`: simplejpeg (libjpeg-turbo) with the fast integer IDCT and fancy upsampling,
+  TF's ``decode_jpeg`` defaults.
+* :func:`encode_jpeg`: PIL at quality 95 with 4:2:0 chroma, the pixels of ``tf.image.encode_jpeg``.
+* :func:`lanczos_resize`: TF's ``scale_and_translate`` kernel (Lanczos-3, half-pixel centres, the
+  kernel widened by the scale when downsampling), its float32 weights, its rows-then-columns passes
+  and its order of float32 additions; the weights come from :func:`lanczos3_spans`.
+* :func:`center_crop`: ``tf.image.crop_and_resize`` (bilinear) in float32 with TF's dtype conversions.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import io
+import math
+from collections.abc import Callable
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 JPEG_QUALITY = 95  # tf.image.encode_jpeg's default; also the quality of every JPEG this project writes
 CENTER_CROP_AREA = 0.9  # OpenVLA's crop_scale for policies trained with random-crop augmentation
+_RGB_JPEG_COLORSPACES = ("YCbCr", "RGB")  # what libjpeg's header reports for 3-channel colour JPEGs
+
+# TF's LanczosKernelFunc: float32 constants and float32 arithmetic.
+_LANCZOS_RADIUS = np.float32(3.0)
+_KERNEL_PI = np.float32(3.14159265359)
 
 
 def as_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -38,52 +56,217 @@ def as_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
     return image
 
 
-def jpeg_roundtrip(image: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
-    """Encode to JPEG and decode again, so eval frames carry the artefacts training frames had."""
+# ------------------------------------------------------------------------------------------ JPEG
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """Colour JPEG bytes -> HxWx3 uint8, the pixels ``tf.io.decode_jpeg`` gives (its default IDCT and upsampling).
+
+    Like TF, damaged entropy-coded data that libjpeg only warns about ("Corrupt JPEG data: ...")
+    still decodes, to TF's pixels, and a truncated file fails. Grayscale and CMYK JPEGs are refused
+    (OpenVLA's pipeline would hand the model 1 or 4 channels). Every failure is a ``ValueError``.
+    """
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in _RGB_JPEG_COLORSPACES:
+            raise ValueError(f"{colorspace} JPEG ({width}x{height}): camera frames must be 3-channel colour JPEGs")
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=False)
+        except ValueError as err:  # strict mode raises libjpeg's warnings too; TF decodes through the corrupt-data ones
+            if not str(err).startswith("Corrupt JPEG data"):
+                raise
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=False, strict=False)
+    except Exception as err:  # simplejpeg raises ValueError; any other codec failure is bad data all the same
+        raise ValueError(f"cannot decode image: {len(data)} bytes are not a readable colour JPEG ({err})") from err
+
+
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """HxWx3 uint8 -> JPEG bytes whose decoded pixels equal ``tf.image.encode_jpeg``'s (4:2:0 chroma)."""
     buffer = io.BytesIO()
     Image.fromarray(as_rgb_uint8(image)).save(buffer, format="JPEG", quality=quality, subsampling="4:2:0")
-    return np.asarray(Image.open(buffer).convert("RGB"))
+    return buffer.getvalue()
 
 
-def lanczos_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Antialiased Lanczos-3 resize to ``size x size`` in float, then round + clip to uint8 (as TF)."""
+def jpeg_roundtrip(image: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
+    """Encode to JPEG and decode again, so eval frames carry the artefacts training frames had."""
+    return decode_jpeg(encode_jpeg(image, quality))
+
+
+# --------------------------------------------------------------------------------- Lanczos resize
+def _libm_sinf() -> Callable[[float], float] | None:
+    """The C library's single-precision ``sinf``, which TF's kernel calls; None where there is no libm."""
+    name = ctypes.util.find_library("m")
+    if name is None:
+        return None
+    sinf = ctypes.CDLL(name).sinf
+    sinf.restype, sinf.argtypes = ctypes.c_float, [ctypes.c_float]
+    return sinf
+
+
+_SINF = _libm_sinf()
+
+
+def _sin_float32(x: np.ndarray) -> np.ndarray:
+    """``sinf`` of each float32 value: libm's own results where it exists (numpy's float32 sin differs from it
+    on ~14% of inputs in [0, 10), float64 sin rounded on ~1.4%, and either moves weights by an ulp);
+    otherwise float64 sin rounded to float32."""
+    if _SINF is None:
+        return np.sin(x.astype(np.float64)).astype(np.float32)
+    return np.fromiter((_SINF(float(v)) for v in x.ravel()), dtype=np.float32, count=x.size).reshape(x.shape)
+
+
+def _lanczos3(x: np.ndarray) -> np.ndarray:
+    """TF's Lanczos-3 kernel on float32 distances ``x >= 0``."""
+    pi_x = _KERNEL_PI * x
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = _LANCZOS_RADIUS * _sin_float32(pi_x) * _sin_float32(pi_x / _LANCZOS_RADIUS) / (_KERNEL_PI * _KERNEL_PI * x * x)
+    value = np.where(x.astype(np.float64) <= 1e-3, np.float32(1.0), value)  # TF compares the float with a double
+    return np.where(x > _LANCZOS_RADIUS, np.float32(0.0), value).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def lanczos3_spans(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """TF's resampling spans for one axis: ``starts`` int64 [out] and float32 ``weights`` [out, span].
+
+    Output ``i`` is ``sum_k weights[i, k] * x[starts[i] + k]`` over the k with ``starts[i] + k < in_size``
+    (the others have weight 0). Same float32 arithmetic as TF's ``ComputeSpansCore``: scale
+    ``out / in``, sample centre ``(i + 0.5) / scale``, kernel widened by ``in / out`` when
+    downsampling (antialias), weights normalized to sum 1. Cached: one entry per (in, out) pair.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"resize sizes must be positive, got {in_size} -> {out_size}")
+    scale = np.float32(out_size) / np.float32(in_size)
+    inv_scale = np.float32(1.0 / float(scale))  # C++: ``1.0 / scale`` in double, stored as float
+    kernel_scale = max(inv_scale, np.float32(1.0))
+    support = np.float32(_LANCZOS_RADIUS * kernel_scale)
+    span_size = min(2 * math.ceil(support) + 1, in_size)
+    centres = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * inv_scale
+    starts = np.clip(np.ceil(centres - support - np.float32(0.5)), 0, in_size - 1).astype(np.int64)
+    ends = np.clip(np.floor(centres + support - np.float32(0.5)), 0, in_size - 1).astype(np.int64) + 1
+    sources = starts[:, None] + np.arange(span_size)[None, :]
+    distance = np.abs((sources.astype(np.float32) + np.float32(0.5) - centres[:, None]) * (np.float32(1.0) / kernel_scale))
+    weights = np.where(sources < ends[:, None], _lanczos3(distance.astype(np.float32)), np.float32(0.0))
+    total = np.zeros(out_size, dtype=np.float32)
+    for k in range(span_size):  # TF sums the weights one after the other
+        total += weights[:, k]
+    weights = (weights * (np.float32(1.0) / total)[:, None]).astype(np.float32)
+    weights.setflags(write=False)
+    starts.setflags(write=False)
+    return starts, weights
+
+
+def lanczos3_weights(in_size: int, out_size: int) -> np.ndarray:
+    """Dense float32 [out, in] resampling matrix of one axis: ``resized = Wh @ X @ Ww.T`` per channel.
+
+    Same weights as TF. Summed in ascending source order (as :func:`lanczos_resize` does) the result
+    is TF's bit for bit; a BLAS / GPU matmul sums in another order and differs from it in the last
+    float32 bits, which moves about 1 in 10^5 pixels by one grey level after rounding.
+    """
+    starts, weights = lanczos3_spans(in_size, out_size)
+    dense = np.zeros((out_size, in_size), dtype=np.float32)
+    for k in range(weights.shape[1]):
+        columns = starts + k
+        inside = columns < in_size
+        dense[np.flatnonzero(inside), columns[inside]] = weights[inside, k]
+    return dense
+
+
+@functools.cache
+def _span_pass() -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """The separable pass, compiled by numba on first use (cached on disk): 4-10x numpy's tap-by-tap loop.
+
+    Resamples axis 0 of ``x`` [in, N] -> [out, N]. Each output value is still
+    ``((0 + w0 x0) + w1 x1) + ...`` in float32 with separate multiplies and adds (numba's default
+    strict float semantics: no FMA contraction, no reassociation), so the result is TF's bit for
+    bit; tests/test_openvla_pixels.py checks it against TensorFlow.
+    """
+    import numba  # imported here: only resizing needs it, and it costs ~0.2 s to import
+
+    @numba.njit(cache=True, nogil=True)
+    def span_pass(x: np.ndarray, starts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        in_size, width = x.shape
+        out_size, span = weights.shape
+        out = np.zeros((out_size, width), dtype=np.float32)
+        for i in range(out_size):
+            for k in range(span):
+                source = min(starts[i] + k, in_size - 1)  # past the image the weight is 0
+                weight = weights[i, k]
+                for c in range(width):  # long contiguous rows: vectorized
+                    out[i, c] += weight * x[source, c]
+        return out
+
+    return span_pass
+
+
+def _resample_rows(x: np.ndarray, out_size: int) -> np.ndarray:
+    """One separable pass along axis 0 (float32), adding the span's terms in TF's order."""
+    starts, weights = lanczos3_spans(x.shape[0], out_size)
+    out = _span_pass()(np.ascontiguousarray(x).reshape(x.shape[0], -1), starts, weights)
+    return out.reshape((out_size,) + x.shape[1:])
+
+
+def lanczos_resize_float(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """``tf.image.resize(image, size, "lanczos3", antialias=True)``: float32 HxWxC, rows first then columns.
+
+    The column pass runs on the transposed intermediate (long contiguous rows); each output value
+    is still the same float32 sum in the same order. The result is a transposed view.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    rows = _resample_rows(np.asarray(image, dtype=np.float32), height)
+    return _resample_rows(rows.swapaxes(0, 1), width).swapaxes(0, 1)
+
+
+def lanczos_resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """dlimp's ``resize_image``: TF's antialiased Lanczos-3 resize, ``round`` (half to even), clip, uint8.
+
+    ``size`` is S (S x S, aspect not kept, as OpenVLA resizes to the backbone's square) or (H, W).
+    An image already of that size comes back unchanged, as TF's result rounds back to it (its
+    same-size weights are 1 and terms of ~1e-8).
+    """
     image = as_rgb_uint8(image)
-    if image.shape[:2] == (size, size):
+    height, width = (size, size) if isinstance(size, int) else size
+    if image.shape[:2] == (height, width):
         return image
-    channels = [
-        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize((size, size), Image.Resampling.LANCZOS))
-        for c in range(3)
-    ]
-    return np.clip(np.round(np.stack(channels, axis=-1)), 0, 255).astype(np.uint8)
+    resized = lanczos_resize_float(image, (height, width))
+    np.clip(np.round(resized, out=resized), 0, 255, out=resized)
+    return resized.astype(np.uint8, order="C")  # C order: PIL copies other layouts element by element
 
 
 def resize_like_openvla(image: np.ndarray, size: int = 224) -> np.ndarray:
-    """OpenVLA's ``resize_image``: JPEG round trip, then Lanczos resize to ``size``."""
+    """OpenVLA's eval ``resize_image``: JPEG round trip, then dlimp's Lanczos resize to ``size``."""
     return lanczos_resize(jpeg_roundtrip(image), size)
 
 
+# ----------------------------------------------------------------------------------- center crop
 def center_crop(image: np.ndarray, area: float = CENTER_CROP_AREA) -> np.ndarray:
-    """Crop the central ``area`` fraction and resize back to the input size.
+    """Crop the central ``area`` fraction and resize back to the input size, as OpenVLA's eval does.
 
-    Ports ``tf.image.crop_and_resize`` (bilinear, box corners at pixel centres 0 and H-1) and
-    ``convert_image_dtype``'s float -> uint8 step (``x * 255.5`` truncated, saturating).
+    ``convert_image_dtype`` to float (``x * float32(1/255)``), ``tf.image.crop_and_resize`` with the
+    box ``(1 - sqrt(area)) / 2 .. (1 + sqrt(area)) / 2`` (bilinear, corners at pixel centres 0 and
+    H - 1), clip to [0, 1], and ``convert_image_dtype(saturate=True)`` back (``x * 255.5`` truncated),
+    all in float32 like TF.
     """
     image = as_rgb_uint8(image)
     if not 0.0 < area <= 1.0:
         raise ValueError(f"center-crop area must be in (0, 1], got {area}")
     height, width = image.shape[:2]
-    side = float(np.sqrt(area))
-    low, high = (1.0 - side) / 2.0, (1.0 + side) / 2.0
-    ys = np.linspace(low * (height - 1), high * (height - 1), height)
-    xs = np.linspace(low * (width - 1), high * (width - 1), width)
-    pixels = image.astype(np.float32) / 255.0
-    y0 = np.floor(ys).astype(int)
-    x0 = np.floor(xs).astype(int)
-    y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
-    wy = (ys - y0).astype(np.float32)[:, None, None]
-    wx = (xs - x0).astype(np.float32)[None, :, None]
+    side = np.clip(np.sqrt(np.float32(area)), np.float32(0), np.float32(1))
+    low = (np.float32(1) - side) / np.float32(2)
+    high = low + side
+    pixels = image.astype(np.float32) * np.float32(1.0 / 255)
+    y0, y1, wy = _crop_axis(low, high, height)
+    x0, x1, wx = _crop_axis(low, high, width)
+    wx = wx[None, :, None]
     top = pixels[y0][:, x0] + (pixels[y0][:, x1] - pixels[y0][:, x0]) * wx
     bottom = pixels[y1][:, x0] + (pixels[y1][:, x1] - pixels[y1][:, x0]) * wx
-    cropped = np.clip(top + (bottom - top) * wy, 0.0, 1.0)
-    return np.clip(cropped * 255.5, 0, 255).astype(np.uint8)
+    cropped = np.clip(top + (bottom - top) * wy[:, None, None], np.float32(0), np.float32(1))
+    return np.clip(cropped * np.float32(255.5), 0, 255).astype(np.uint8)
 
+
+def _crop_axis(low: np.float32, high: np.float32, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``crop_and_resize`` sampling of one axis (output size = input size): floor / ceil indices and float32 weights."""
+    if size == 1:  # TF samples the box centre times (size - 1): pixel 0
+        position = np.zeros(1, dtype=np.float32)
+    else:
+        step = (high - low) * np.float32(size - 1) / np.float32(size - 1)
+        position = low * np.float32(size - 1) + np.arange(size, dtype=np.float32) * step
+    floor = np.floor(position)
+    return floor.astype(np.int64), np.ceil(position).astype(np.int64), (position - floor).astype(np.float32)

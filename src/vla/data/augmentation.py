@@ -11,7 +11,7 @@ the image already resized to the backbone's resolution.
 
 Measured against TensorFlow (float32 images in [0, 1]; see the test for the bounds):
 
-* brightness: identical (max |diff| 0); contrast: 4.8e-7 (float32 mean summation order).
+* brightness: identical (max |diff| 0); contrast: 4.8e-7 (its mean is accumulated in float64, then float32).
 * saturation / hue: one RGB -> HSV -> RGB round trip each, as TF's fused kernels; max |diff| 9.8e-7 / 9.5e-7.
 * crop: :func:`crop_and_resize` is ``tf.image.crop_and_resize`` (normalised box, corners mapped to
   ``y1 * (H - 1)`` .. ``y2 * (H - 1)``, bilinear, 0 outside the image): identical on dlimp's boxes.
@@ -29,14 +29,23 @@ Measured against TensorFlow (float32 images in [0, 1]; see the test for the boun
   ``x * 255.5`` (at most one uint8 level apart).
 * Saturation and hue share one HSV round trip in ``__call__`` (dlimp clips between them, a no-op:
   HSV -> RGB with s, v in [0, 1] stays in [0, 1]); running them as two calls differs by float rounding.
+
+Two places to run it (``VLADataModule(augment_on=...)``): ``worker`` calls :class:`OpenVLAAugmentation`
+on each image in the loader workers; ``device`` has the workers only draw the parameters
+(:meth:`OpenVLAAugmentation.sample`, the same draws in the same order, packed by
+:meth:`AugmentationParams.as_array`) and :func:`augment_batch` applies them to the whole batch on the
+model's device: Pillow's fixed-point bilinear crop reproduced exactly, then the same float32 colour
+formulas (identical pixels on CPU; on other devices float32 rounding may move rare pixels by one level).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -116,8 +125,13 @@ def adjust_brightness(x: np.ndarray, delta: float) -> np.ndarray:
 
 
 def adjust_contrast(x: np.ndarray, factor: float) -> np.ndarray:
-    """``tf.image.adjust_contrast``: ``(x - mean) * factor + mean`` with each channel's mean over H, W."""
-    mean = x.mean(axis=(-3, -2), keepdims=True)
+    """``tf.image.adjust_contrast``: ``(x - mean) * factor + mean`` with each channel's mean over H, W.
+
+    The mean is accumulated in float64 and rounded to float32: numpy's float32 sum over the strided
+    H, W axes is sequential (off by up to ~7e-5 at 224 px), and the batched torch path
+    (:func:`augment_batch`) gets the same float32 mean this way, whatever its summation order.
+    """
+    mean = x.mean(axis=(-3, -2), keepdims=True, dtype=np.float64).astype(np.float32)
     return (x - mean) * np.float32(factor) + mean
 
 
@@ -151,6 +165,13 @@ class AugmentationParams:
     contrast: float
     saturation: float
     hue: float
+
+    def as_array(self) -> np.ndarray:
+        """The parameters as float32 [8] in field order (integers and float32 draws are exact in float32)."""
+        return np.array(dataclasses.astuple(self), dtype=np.float32)
+
+
+PARAMS_SIZE = len(dataclasses.fields(AugmentationParams))
 
 
 @dataclass(frozen=True)
@@ -194,3 +215,112 @@ class OpenVLAAugmentation:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
         return self.apply(image, self.sample(*image.shape[:2], rng))
+
+
+# ------------------------------------------------------------------------------------ batched torch
+# The same ops on a batch already on the model's device, with parameters drawn in the workers.
+_PIL_PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images (32 - 8 - 2 bits)
+# Images per pass on a CPU: each op's operands then stay in cache (measured 3.2-3.8 ms of CPU per
+# 224 px image in passes of 4, 3.9-7.9 ms in one pass of 32); a GPU takes the whole batch at once.
+_CPU_CHUNK = 4
+
+
+def _pil_bilinear_taps(start: torch.Tensor, crop: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """Pillow's bilinear taps for resizing the window ``start .. start + crop`` of an axis back to ``size``.
+
+    Per sample and output index: the two source indices and their fixed-point weights, computed
+    as Pillow does (float64 centres ``start + (i + 0.5) * crop / size``, taps clipped to the image
+    and renormalised, weights rounded to ``2**22``), so the uint8 result is Pillow's exactly.
+    """
+    start, crop = start.to(torch.float64)[:, None], crop.to(torch.float64)[:, None]
+    center = start + (torch.arange(size, device=start.device, dtype=torch.float64) + 0.5) * (crop / size)
+    first = torch.clamp(torch.floor(center - 0.5), min=0)  # Pillow: (int)(center - support + 0.5), >= 0
+    stop = torch.clamp(torch.floor(center + 1.5), max=size)  # exclusive; support 1 for upscaling
+    weight0 = torch.clamp(1 - torch.abs(first + 0.5 - center), min=0)
+    weight1 = torch.where(stop - first > 1, torch.clamp(1 - torch.abs(first + 1.5 - center), min=0), 0.0)
+    total = weight0 + weight1
+    scale = float(1 << _PIL_PRECISION_BITS)
+    fixed0 = torch.floor(weight0 / total * scale + 0.5).to(torch.int32)
+    fixed1 = torch.floor(weight1 / total * scale + 0.5).to(torch.int32)
+    index0 = first.to(torch.int64)
+    index1 = torch.clamp(index0 + 1, max=size - 1)
+    return index0, index1, fixed0, fixed1
+
+
+def _pil_resample_axis(x: torch.Tensor, taps: tuple[torch.Tensor, ...], dim: int) -> torch.Tensor:
+    """One Pillow pass along ``dim`` (2: rows, 3: columns) of uint8 [N, C, H, W], rounded and clipped to uint8 as Pillow does."""
+    index0, index1, fixed0, fixed1 = taps
+    shape = [x.shape[0], 1, 1, 1]
+    shape[dim] = index0.shape[1]
+    expand = list(x.shape)
+    expand[dim] = index0.shape[1]
+
+    def gather(index: torch.Tensor) -> torch.Tensor:  # gathering uint8 moves a quarter of the bytes of int32
+        return torch.gather(x, dim, index.view(shape).expand(expand)).to(torch.int32)
+
+    acc = gather(index0) * fixed0.view(shape) + gather(index1) * fixed1.view(shape) + (1 << (_PIL_PRECISION_BITS - 1))
+    return torch.clamp(acc >> _PIL_PRECISION_BITS, 0, 255).to(torch.uint8)
+
+
+def crop_and_resize_batch(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, crop_h: torch.Tensor,
+                          crop_w: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> uint8 [N, 3, H, W]: :func:`pil_crop_and_resize` per sample, exactly."""
+    height, width = images.shape[-2:]
+    x = _pil_resample_axis(images, _pil_bilinear_taps(left, crop_w, width), dim=3)  # Pillow: horizontal pass first
+    return _pil_resample_axis(x, _pil_bilinear_taps(top, crop_h, height), dim=2)
+
+
+def _rgb_to_hsv_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float [N, 3, H, W] -> hue, saturation, value [N, H, W]: :func:`rgb_to_hsv` op for op."""
+    r, g, b = x.unbind(1)
+    value = x.amax(1)
+    delta = value - x.amin(1)
+    safe_delta = torch.where(delta > 0, delta, 1)
+    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, 1), 0)
+    hue = torch.where(value == r, (g - b) / safe_delta,
+                      torch.where(value == g, 2 + (b - r) / safe_delta, 4 + (r - g) / safe_delta))
+    hue = torch.where(delta > 0, torch.remainder(hue / 6, 1.0), 0)
+    return hue, saturation, value
+
+
+def augment_batch(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 3, H, W] + float32 [N, 8] (:meth:`AugmentationParams.as_array`) -> augmented uint8 [N, 3, H, W].
+
+    :meth:`OpenVLAAugmentation.apply` for a whole batch on its device: the crop is Pillow's
+    fixed-point bilinear resampling (bit-exact), the colour ops the same float32 formulas, so the
+    result is the per-sample numpy path's: identical on CPU; another device's float32 rounding may
+    move rare pixels by one level (the bound tests/test_device_augmentation.py allows).
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} {list(images.shape)}")
+    if params.shape != (images.shape[0], PARAMS_SIZE):
+        raise ValueError(f"expected augmentation parameters [{images.shape[0]}, {PARAMS_SIZE}], got {list(params.shape)}")
+    params = params.to(images.device, torch.float32)
+    if images.device.type == "cpu" and images.shape[0] > _CPU_CHUNK:
+        return torch.cat([augment_batch(chunk, chunk_params)
+                          for chunk, chunk_params in zip(images.split(_CPU_CHUNK), params.split(_CPU_CHUNK))])
+    top, left, crop_h, crop_w, brightness, contrast, saturation, hue = (p.view(-1, 1, 1, 1) for p in params.unbind(1))
+    x = crop_and_resize_batch(images, top.flatten(), left.flatten(), crop_h.flatten(), crop_w.flatten())
+    x = x.to(torch.float32) / 255.0
+    x = torch.clamp(x + brightness, 0, 1)
+    mean = x.mean(dim=(-2, -1), keepdim=True, dtype=torch.float64).to(torch.float32)  # as adjust_contrast
+    x = torch.clamp((x - mean) * contrast + mean, 0, 1)
+    h, s, v = _rgb_to_hsv_batch(x)
+    s = torch.clamp(s * saturation[:, 0], 0, 1)
+    h = torch.remainder(h + hue[:, 0], 1.0)
+    offsets = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)
+    k = torch.remainder(offsets + (h * 6)[:, None], 6)
+    v, s = v[:, None], s[:, None]
+    x = torch.clamp(v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1), 0, 1)
+    return torch.round(x * 255.0).to(torch.uint8)
+
+
+AUGMENT_PARAMS_KEY = "image_aug_params"  # batch key of the drawn parameters: float32 [B, 8] or [B, V, 8]
+
+
+def augment_pixel_values(pixel_values: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """:func:`augment_batch` on a batch's ``pixel_values``: [B, 3, H, W] with [B, 8], or [B, V, 3, H, W] with [B, V, 8]."""
+    if pixel_values.shape[:-3] != params.shape[:-1]:
+        raise ValueError(f"augmentation parameters {list(params.shape)} do not match pixel_values {list(pixel_values.shape)}")
+    images = pixel_values.reshape(-1, *pixel_values.shape[-3:])
+    return augment_batch(images, params.reshape(-1, params.shape[-1])).view(pixel_values.shape)

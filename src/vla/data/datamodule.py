@@ -24,6 +24,7 @@ shard, and the sample key when one sample is at fault.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import warnings
 from collections import deque
@@ -38,8 +39,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from vla.data.augmentation import OpenVLAAugmentation
+from vla.data.augmentation import AUGMENT_PARAMS_KEY, OpenVLAAugmentation, augment_pixel_values
+from vla.data.locations import Location, UrlPath, as_location
 from vla.data.mixtures import resolve_mixture
+from vla.data.registry import DATASET_CONFIGS
+from vla.contract.images import lanczos_resize
 from vla.contract.normalization import with_normalization_kind
 from vla.contract.processor import VLAProcessor
 from vla.data.shards import (
@@ -67,12 +71,13 @@ ACTION_CHUNK = "action_chunk"
 
 RawSample = dict[str, Any]  # member bytes by field name + "__key__", "__shard__", "dataset_name"
 VerifyShards = Literal["first_read", "setup", "off"]
+AugmentOn = Literal["worker", "device"]
 OnCorruptShard = Literal["error", "skip"]
 
 
 @dataclass(frozen=True)
 class Shard:
-    path: Path
+    path: Location  # a local path or a URL (vla.data.locations)
     num_samples: int
     sha256: str | None = None  # the manifest's hash; None: not known, never verified
 
@@ -88,13 +93,13 @@ class SkippedShard:
     reason: str
 
 
-def load_dataset(root: str | Path, name: str) -> PreparedDataset:
-    """Load and check one prepared directory (manifest, statistics hash, shard files) for ``name``."""
+def load_dataset(root: str | Path | UrlPath, name: str) -> PreparedDataset:
+    """Load and check one prepared directory (manifest, statistics hash, shard files) for ``name``; a URL is read through fsspec."""
     prepared = load_prepared(root)
     if prepared.dataset != name:
-        raise ValueError(f"{Path(root) / MANIFEST_FILE} describes dataset {prepared.dataset!r}, expected {name!r}")
+        raise ValueError(f"{prepared.root / MANIFEST_FILE} describes dataset {prepared.dataset!r}, expected {name!r}")
     if "primary" not in prepared.image_views:
-        raise ValueError(f"{Path(root) / MANIFEST_FILE} has no primary image view (has {list(prepared.image_views)})")
+        raise ValueError(f"{prepared.root / MANIFEST_FILE} has no primary image view (has {list(prepared.image_views)})")
     return prepared
 
 
@@ -132,10 +137,11 @@ class _FirstReadCheck:
     so the whole file is hashed up front, before any of its samples is trusted. The verified paths
     live in this object, which DataLoader copies into each worker: every process hashes each shard
     it opens once (non-persistent workers: once per worker per epoch; the page cache then serves
-    the tar read).
+    the tar read). A shard in a bucket has no page cache: it is downloaded twice, once to hash and
+    once to stream its samples (docs/clusters.md, "Shards in a bucket").
     """
 
-    verified: set[Path] = field(default_factory=set)
+    verified: set[Location] = field(default_factory=set)
 
     def __call__(self, shard: Shard) -> None:
         if shard.sha256 is None or shard.path in self.verified:
@@ -150,6 +156,11 @@ class _Layout:
 
     members: tuple[str, ...] = _REQUIRED_MEMBERS
     chunk_size: int = 1
+    # Members read only for some datasets: the partner view of a view they swap (DROID's exterior cameras)
+    extra_members: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def members_of(self, dataset_name: str) -> tuple[str, ...]:
+        return self.members + self.extra_members.get(dataset_name, ())
 
 
 @dataclass(frozen=True)
@@ -181,7 +192,7 @@ def _read_pieces(pieces: list[_Piece], shards: list[Shard], dataset_name: str, c
     for piece in pieces:
         if check is not None:
             check(piece.shard)
-        samples = iter_raw_samples(piece.shard, dataset_name, layout.members)
+        samples = iter_raw_samples(piece.shard, dataset_name, layout.members_of(dataset_name))
         if layout.chunk_size == 1:
             yield from itertools.islice(samples, piece.start, piece.stop)
         else:
@@ -285,6 +296,24 @@ def _shuffle_buffer(samples: Iterator[RawSample], size: int, rng: np.random.Gene
     yield from buffer
 
 
+def _swapped_views(dataset_name: str, image_views: Sequence[str]) -> tuple[str, str] | None:
+    """The registry's randomly swapped view pair of this dataset (DROID), if the model reads either view."""
+    config = DATASET_CONFIGS.get(dataset_name)
+    pair = None if config is None else config.swapped_views
+    return pair if pair is not None and set(pair) & set(image_views) else None
+
+
+def views_swapped(seed: int, epoch: int, dataset_name: str, episode: str) -> bool:
+    """Whether this episode's two swappable views trade places this epoch: a fair coin per (seed, epoch, dataset, episode).
+
+    OpenVLA flips ``tf.random.uniform() > 0.5`` per trajectory each time it reads one (unseeded).
+    Here the coin is a hash, so every sample of an episode agrees wherever it is decoded (any
+    worker, rank or shuffle order) and a resumed run makes the same choices.
+    """
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{dataset_name}/{episode}".encode(), digest_size=8).digest()
+    return digest[0] & 1 == 1
+
+
 @dataclass
 class _SampleDecoder:
     """Raw sample -> processor sample (+ ``dataset_name``, ``sample_key``): check, decode, resize, optionally augment, tokenize.
@@ -296,6 +325,8 @@ class _SampleDecoder:
     and OpenVLA-OFT's ``augment`` give each image its own seed) and one view consumes exactly the
     draws it always did. ``proprio_dims[dataset]`` (None: no proprio) is the proprio size the
     statistics promise. The ``l1`` head gets the [K, D] chunk and its ``action_pad_mask``.
+    ``swapped_views[dataset]`` are two views that trade places in the episodes :func:`views_swapped`
+    picks with ``swap_seed`` and the epoch (OpenVLA's random DROID exterior-camera swap).
     """
 
     processor: VLAProcessor
@@ -304,19 +335,22 @@ class _SampleDecoder:
     image_views: tuple[str, ...] = ("primary",)
     chunk_size: int = 1
     proprio_dims: Mapping[str, int] | None = None
+    deferred_augmentation: OpenVLAAugmentation | None = None
+    swapped_views: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    swap_seed: int = 0
 
-    def __call__(self, raw: RawSample, rng: np.random.Generator | None = None) -> dict[str, Any]:
-        if self.augmentation is not None and rng is None:
+    def __call__(self, raw: RawSample, rng: np.random.Generator | None = None, epoch: int = 0) -> dict[str, Any]:
+        if (self.augmentation is not None or self.deferred_augmentation is not None) and rng is None:
             raise ValueError("augmentation needs a random generator")
         try:
-            sample = self._decode(raw, rng)
+            sample = self._decode(raw, rng, epoch)
         except (OSError, ValueError) as err:  # PIL, numpy, UTF-8, tokenizer and range checks
             raise CorruptShardError(f"bad sample {raw['__key__']!r} in shard {raw['__shard__']}: {err}") from err
         sample["dataset_name"] = raw["dataset_name"]
         sample["sample_key"] = raw["__key__"]
         return sample
 
-    def _decode(self, raw: RawSample, rng: np.random.Generator | None) -> dict[str, Any]:
+    def _decode(self, raw: RawSample, rng: np.random.Generator | None, epoch: int) -> dict[str, Any]:
         bounded = self.bounded_dims[raw["dataset_name"]]
         options: dict[str, np.ndarray] = {}
         if self.processor.action_head == "tokens":
@@ -325,17 +359,42 @@ class _SampleDecoder:
         else:
             action, options["action_pad_mask"] = self._chunk(raw.get(ACTION_CHUNK, [raw[ACTION_MEMBER]]), bounded)
         instruction = read_text(raw[INSTRUCTION_MEMBER])
-        images = [self._image(raw[image_member(view)], rng) for view in self.image_views]
+        images = [self._image(raw[image_member(view)], rng) for view in self._views(raw, epoch)]
         if self.proprio_dims is not None:
             options["proprio"] = read_array(raw[PROPRIO_MEMBER])
             expected = self.proprio_dims[raw["dataset_name"]]
             if options["proprio"].shape != (expected,):
                 raise ValueError(f"proprio has shape {options['proprio'].shape}, the dataset statistics have {expected} dimensions")
-        return self.processor.training_sample(images[0] if len(images) == 1 else images, instruction, action, **options)
+        sample = self.processor.training_sample(images[0] if len(images) == 1 else images, instruction, action, **options)
+        if self.deferred_augmentation is not None:
+            sample[AUGMENT_PARAMS_KEY] = self._deferred_params(images, rng)
+        return sample
+
+    def _deferred_params(self, images: list[np.ndarray], rng: np.random.Generator) -> torch.Tensor:
+        """Each view's augmentation draws, float32 [8] (one view) or [V, 8], applied later on the device.
+
+        Decoding draws nothing, so drawing view after view here consumes the generator exactly as
+        augmenting each view right after decoding it does: the two modes see the same parameters.
+        """
+        params = np.stack([self.deferred_augmentation.sample(*image.shape[:2], rng).as_array() for image in images])
+        return torch.from_numpy(params[0] if len(images) == 1 else params)
+
+    def _views(self, raw: RawSample, epoch: int) -> tuple[str, ...]:
+        """The members read for ``image_views``: a swapped dataset's two views exchanged in its chosen episodes."""
+        pair = self.swapped_views.get(raw["dataset_name"])
+        if pair is None or not views_swapped(self.swap_seed, epoch, raw["dataset_name"], _episode(raw)):
+            return self.image_views
+        exchange = {pair[0]: pair[1], pair[1]: pair[0]}
+        return tuple(exchange.get(view, view) for view in self.image_views)
 
     def _image(self, jpeg: bytes, rng: np.random.Generator | None) -> np.ndarray:
-        image = np.asarray(self.processor.image_transform.resize(read_image(jpeg)))
-        return image if self.augmentation is None else self.augmentation(image, rng)
+        """OpenVLA's order: TF's JPEG pixels, dlimp's Lanczos-3 resize to the backbone's S x S, augment, then
+        the backbone's transform (a no-op on S x S under resize-naive / letterbox; resize-crop's upscale + crop)."""
+        transform = self.processor.image_transform
+        image = lanczos_resize(read_image(jpeg), transform.image_size)
+        if self.augmentation is not None:
+            image = self.augmentation(image, rng)
+        return np.asarray(transform.resize(image))
 
     def _chunk(self, members: list[bytes], bounded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[K, D] actions (the last one repeated past the episode's end) and the bool [K] mask of those repeats."""
@@ -387,7 +446,7 @@ class _MixtureStream(IterableDataset):
         n_skip, n_total = skipped * self.batch_size, my_batches * self.batch_size
         for index, sample in enumerate(itertools.islice(raw, n_skip, n_total), start=n_skip):
             rng = np.random.default_rng([self.seed, self.epoch, global_worker, index])
-            yield self.decoder(sample, rng)
+            yield self.decoder(sample, rng, self.epoch)
 
     def _raw_stream(self, worker: int, num_workers: int) -> Iterator[RawSample]:
         """Weighted interleave of per-dataset shuffled streams; nothing is decoded here."""
@@ -421,6 +480,19 @@ class _SequentialStream(IterableDataset):
                 yield self.decoder(sample)
 
 
+@dataclass(frozen=True)
+class _CollateWithAugmentParams:
+    """The processor's collate, with the per-sample augmentation parameters (if any) stacked into one tensor."""
+
+    processor: VLAProcessor
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.processor.collate(samples)
+        if AUGMENT_PARAMS_KEY in batch:
+            batch[AUGMENT_PARAMS_KEY] = torch.stack(batch[AUGMENT_PARAMS_KEY])
+        return batch
+
+
 class _EpochLoader(DataLoader):
     """DataLoader that asks for (epoch, batches to skip) when an epoch starts and counts batches handed out."""
 
@@ -441,6 +513,11 @@ class _EpochLoader(DataLoader):
 
 class VLADataModule(pl.LightningDataModule):
     """Weighted mixture of prepared datasets under ``data_root/<dataset_name>/`` for VLA training.
+
+    ``data_root`` is a local path or an fsspec URL (``s3://bucket/oxe``, ``gs://...``, ``hf://...``;
+    :mod:`vla.data.locations`): manifests, statistics and shards are then read through fsspec,
+    shard by shard, streamed and never copied to local disk, with the same stream, resume and
+    integrity checks as a local run; errors name the URL.
 
     ``processor`` (the model's :class:`VLAProcessor`) must be given or attached with
     :meth:`attach_processor` before the loaders are built. ``dataset_statistics`` is readable
@@ -475,16 +552,24 @@ class VLADataModule(pl.LightningDataModule):
     mixture; K may not exceed the mean episode length (``num_transitions // num_episodes``) of any
     read split: manifests record no per-episode lengths, and counting them would read every tar
     header of an OXE-scale mixture at setup. Shorter episodes still work: their chunks are padded.
+
+    ``image_aug`` turns on OpenVLA's augmentation (:mod:`vla.data.augmentation`); ``augment_on``
+    says where it runs. ``worker``: each loader worker augments its images (numpy). ``device``: the
+    workers only draw each image's parameters, with the same generator and in the same order, and
+    ship them as ``image_aug_params``; :meth:`on_after_batch_transfer` augments the whole batch on
+    the model's device (torch). Both modes give the same parameters and, to within float32
+    rounding, the same pixels (docs/benchmarks.md, "Data loader", has the costs of each).
     """
 
     def __init__(
         self,
-        data_root: str | Path,
+        data_root: str | Path | UrlPath,
         mixture: str | Mapping[str, float] = "vla_sim",
         batch_size: int = 32,
         num_workers: int = 2,
         shuffle_buffer: int = 10_000,
         image_aug: bool = False,
+        augment_on: AugmentOn = "worker",
         balance_weights: bool = False,
         seed: int = 7,
         train_split: str = "train",
@@ -508,8 +593,11 @@ class VLADataModule(pl.LightningDataModule):
         if not views or len(set(views)) != len(views) or not all(isinstance(v, str) and v for v in views):
             raise ValueError(f"image_views must be distinct view names (e.g. ['primary', 'wrist']), got {list(views)}")
         _check_integrity_options(verify_shards, on_corrupt_shard)
+        if augment_on not in get_args(AugmentOn):
+            raise ValueError(f"augment_on must be one of {get_args(AugmentOn)}, got {augment_on!r}")
+        self.augment_on = augment_on
         self.chunk_size, self.image_views, self.proprio = chunk_size, views, bool(proprio)
-        self.data_root = Path(data_root)
+        self.data_root = as_location(data_root)
         self.mixture = mixture if isinstance(mixture, str) else dict(mixture)
         self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
         self.image_aug, self.balance_weights, self.seed = image_aug, balance_weights, seed
@@ -547,6 +635,11 @@ class VLADataModule(pl.LightningDataModule):
             if missing:
                 raise ValueError(f"image_views {list(self.image_views)}: dataset {dataset.dataset!r} has no view(s) "
                                  f"{missing}; {dataset.root / MANIFEST_FILE} lists {list(dataset.image_views)}")
+            pair = _swapped_views(dataset.dataset, self.image_views) or ()
+            if any(view not in dataset.image_views for view in pair):
+                raise ValueError(f"dataset {dataset.dataset!r} swaps views {list(pair)} at random per episode (OpenVLA's "
+                                 f"exterior-camera swap), but {dataset.root / MANIFEST_FILE} lists only "
+                                 f"{list(dataset.image_views)}; prepare it with both views")
         if self.proprio:
             dims = {dataset.dataset: dataset.proprio_dim() for dataset in datasets}
             absent = [name for name, dim in dims.items() if dim == 0]
@@ -573,7 +666,9 @@ class VLADataModule(pl.LightningDataModule):
         members = (ACTION_MEMBER, INSTRUCTION_MEMBER, *(image_member(view) for view in self.image_views))
         if self.proprio:
             members += (PROPRIO_MEMBER,)
-        return _Layout(members, self.chunk_size)
+        extra = {dataset.dataset: tuple(image_member(view) for view in pair if view not in self.image_views)
+                 for dataset in self._load() if (pair := _swapped_views(dataset.dataset, self.image_views))}
+        return _Layout(members, self.chunk_size, extra)
 
     @property
     def dataset_statistics(self) -> dict[str, Any]:
@@ -632,8 +727,18 @@ class VLADataModule(pl.LightningDataModule):
         bounded = {dataset.dataset: dataset.bounded_action_dims() for dataset in datasets}
         self._check_processor(bounded)
         proprio_dims = {dataset.dataset: dataset.proprio_dim() for dataset in datasets} if self.proprio else None
-        return _SampleDecoder(self.processor, bounded, OpenVLAAugmentation() if augment else None, self.image_views,
-                              self.chunk_size, proprio_dims)
+        augmentation = OpenVLAAugmentation() if augment else None
+        on_device = self.augment_on == "device"
+        transform = self.processor.image_transform
+        reshapes = transform.resize_strategy != "resize-naive" and transform.scale_size != transform.image_size
+        if augmentation is not None and on_device and reshapes:
+            raise ValueError(f"augment_on='device' augments the model's input images, but this backbone's transform "
+                             f"({transform.resize_strategy}, crop_pct {transform.crop_pct}) still resizes and crops the "
+                             "augmented S x S image, which the device cannot reproduce; use augment_on='worker'")
+        swapped = {dataset.dataset: pair for dataset in datasets if (pair := _swapped_views(dataset.dataset, self.image_views))}
+        return _SampleDecoder(self.processor, bounded, None if on_device else augmentation, self.image_views,
+                              self.chunk_size, proprio_dims, deferred_augmentation=augmentation if on_device else None,
+                              swapped_views=swapped, swap_seed=self.seed)
 
     def _check_processor(self, bounded: Mapping[str, np.ndarray]) -> None:
         """The model's head must take what the stream yields: one action (tokens) or [K, D] chunks (l1)."""
@@ -668,7 +773,7 @@ class VLADataModule(pl.LightningDataModule):
         stream = _MixtureStream(datasets, self._weights, self.train_split, decoder, self.batch_size, batches_per_rank,
                                 rank, world_size, self.shuffle_buffer, self.seed, self._first_read, self._layout())
         self._train_loader = _EpochLoader(stream, self._begin_epoch, batch_size=self.batch_size, num_workers=self.num_workers,
-                                          collate_fn=self.processor.collate)
+                                          collate_fn=_CollateWithAugmentParams(self.processor))
         return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
@@ -678,6 +783,17 @@ class VLADataModule(pl.LightningDataModule):
         stream = _SequentialStream(self._ready(), self.val_split, self._decoder(augment=False), rank, world_size,
                                    self._first_read, self._layout())
         return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.processor.collate)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``augment_on="device"``: augment the batch's images where it landed, with the parameters its workers drew.
+
+        Lightning calls this for every batch after moving it to the model's device; only training
+        batches carry parameters (validation is never augmented), and they leave the batch here.
+        """
+        if isinstance(batch, dict) and AUGMENT_PARAMS_KEY in batch:
+            params = batch.pop(AUGMENT_PARAMS_KEY)
+            batch["pixel_values"] = augment_pixel_values(batch["pixel_values"], params)
+        return batch
 
     def _begin_epoch(self) -> tuple[int, int]:
         """(epoch, batches to skip) for the epoch that is starting: Lightning's epoch, or our own count."""

@@ -83,6 +83,9 @@ class DatasetConfig:
     # transition whose normalized action equals the normalized zero (|diff| <= 1e-5) in all these
     # dims (the non-gripper ones); statistics still cover every transition. ``()`` = no filter.
     zero_action_dims: tuple[int, ...] = ()
+    # OpenVLA's DROID ``rand_swap_exterior_images`` (droid_baseact_transform): these two views trade places
+    # in a random half of the episodes; the DataModule draws the choice per episode (seeded). None: never.
+    swapped_views: tuple[str, str] | None = None
 
     @property
     def action_dim(self) -> int:
@@ -420,6 +423,7 @@ DATASET_CONFIGS: dict[str, DatasetConfig] = {
             wrist="wrist_image_left",
         ),
         zero_action_dims=(0, 1, 2, 3, 4, 5),  # OpenVLA: aux_kwargs chunk_filter_fn=zero_action_filter, action[:, :6]
+        swapped_views=("primary", "secondary"),  # exterior_image_1_left <-> exterior_image_2_left (not droid_wipe)
     ),
     "fmb_dataset": _config(
         "image_side_1",

@@ -7,6 +7,7 @@ transition's tar members, :func:`write_shard` writes a tar atomically with fixed
 truncation; :func:`verify_shard` checks a shard against its manifest hash; the ``read_*``
 functions decode single members (``allow_pickle=False``), :func:`decode_sample` a whole sample, and
 :func:`check_normalized_action` rejects actions that normalization cannot have produced.
+The readers take a local path or an fsspec URL (:mod:`vla.data.locations`); writing is local only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 from PIL import Image
 
 from vla.atomic import atomic_write
-from vla.contract.images import JPEG_QUALITY
+from vla.contract.images import JPEG_QUALITY, decode_jpeg
+from vla.data.locations import Location, UrlPath, as_location, missing_files
 from vla.data.statistics import load_statistics
 
 MANIFEST_FILE = "manifest.json"
@@ -94,11 +96,17 @@ def encode_sample(
     return sample
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | Path | UrlPath) -> str:
+    path = as_location(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        if isinstance(path, UrlPath):  # backends' network errors rarely say which object they were reading
+            err.add_note(f"while hashing {path}")
+        raise
     return digest.hexdigest()
 
 
@@ -132,16 +140,16 @@ def write_shard(path: Path, samples: Iterable[dict[str, bytes]]) -> dict[str, An
 
 @dataclass(frozen=True)
 class PreparedDataset:
-    """A loaded, checked prepared-dataset directory."""
+    """A loaded, checked prepared-dataset directory (local, or a URL: see :mod:`vla.data.locations`)."""
 
-    root: Path
+    root: Location
     dataset: str
     normalization: str
     statistics: dict[str, Any]  # the whole dataset_statistics.json ({dataset: {...}})
     image_views: tuple[str, ...]
     splits: dict[str, dict[str, Any]]  # split -> {"num_episodes", "num_transitions", "shards": [...]}
 
-    def shard_paths(self, split: str) -> list[Path]:
+    def shard_paths(self, split: str) -> list[Location]:
         if split not in self.splits:
             raise KeyError(f"{self.root} has no split {split!r} (have {sorted(self.splits)})")
         return [self.root / shard["file"] for shard in self.splits[split]["shards"]]
@@ -175,9 +183,12 @@ class PreparedDataset:
                 verify_shard(self.root / shard["file"], shard["sha256"], shard["num_samples"])
 
 
-def load_prepared(directory: str | Path) -> PreparedDataset:
-    """Load ``manifest.json`` and the statistics it pins; raise a clear error for anything missing."""
-    root = Path(directory)
+def load_prepared(directory: str | Path | UrlPath) -> PreparedDataset:
+    """Load ``manifest.json`` and the statistics it pins; raise a clear error for anything missing.
+
+    ``directory`` may be a URL (``s3://bucket/oxe/bridge_orig``): the files are read through fsspec.
+    """
+    root = as_location(directory)
     manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
         raise FileNotFoundError(f"missing {manifest_path}: not a prepared dataset, or data_prep has not finished")
@@ -191,10 +202,10 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
     statistics = load_statistics(root, manifest["statistics_sha256"])
     if manifest["dataset"] not in statistics:
         raise ValueError(f"{root}/dataset_statistics.json has no entry for {manifest['dataset']!r}")
-    for split in manifest["splits"].values():
-        for shard in split["shards"]:
-            if not (root / shard["file"]).is_file():
-                raise FileNotFoundError(f"missing shard {root / shard['file']} listed in {manifest_path}")
+    shard_files = [shard["file"] for split in manifest["splits"].values() for shard in split["shards"]]
+    missing = missing_files(root, shard_files)
+    if missing:
+        raise FileNotFoundError(f"missing shard {root / missing[0]} listed in {manifest_path}")
     return PreparedDataset(
         root=root,
         dataset=manifest["dataset"],
@@ -205,9 +216,9 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
     )
 
 
-def verify_shard(path: str | Path, expected_sha256: str, expected_samples: int | None = None) -> None:
+def verify_shard(path: str | Path | UrlPath, expected_sha256: str, expected_samples: int | None = None) -> None:
     """Raise :class:`CorruptShardError` (naming the file) if the shard's bytes or sample count are off."""
-    path = Path(path)
+    path = as_location(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing shard {path}")
     actual = file_sha256(path)
@@ -219,12 +230,15 @@ def verify_shard(path: str | Path, expected_sha256: str, expected_samples: int |
             raise CorruptShardError(f"shard {path} holds {count} samples, manifest says {expected_samples}")
 
 
-def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
-    """Samples of one shard as WebDataset-style dicts (``__key__`` + ``{extension: bytes}``)."""
-    path = Path(path)
+def iter_shard(path: str | Path | UrlPath) -> Iterator[dict[str, bytes]]:
+    """Samples of one shard as WebDataset-style dicts (``__key__`` + ``{extension: bytes}``).
+
+    A URL shard is streamed (fsspec's read-ahead file, members read in order), never copied to disk.
+    """
+    path = as_location(path)
     current: dict[str, bytes] = {}
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r") as tar:
+        with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r") as tar:
             for member in tar:
                 key, _, extension = member.name.partition(".")
                 if current and current["__key__"] != key.encode():
@@ -234,7 +248,12 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
                 current[extension] = tar.extractfile(member).read()
             raw.seek(tar.offset)
             end = raw.read()
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError) as exc:
+        raise CorruptShardError(f"shard {path} is corrupt or truncated ({exc})") from exc
+    except OSError as exc:
+        if isinstance(path, UrlPath):  # network, credentials or a vanished object: not damage, so not "corrupt"
+            exc.add_note(f"while reading shard {path}")
+            raise
         raise CorruptShardError(f"shard {path} is corrupt or truncated ({exc})") from exc
     # tarfile stops quietly at a cut-off header; a complete tar ends in >= 2 zero blocks.
     if len(end) < 2 * tarfile.BLOCKSIZE or end.strip(b"\0"):
@@ -248,10 +267,9 @@ def read_array(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def read_image(data: bytes) -> Image.Image:
-    """A JPEG member, decoded to RGB."""
-    with Image.open(io.BytesIO(data)) as jpeg:
-        return jpeg.convert("RGB")
+def read_image(data: bytes) -> np.ndarray:
+    """A JPEG member -> HxWx3 uint8, the pixels TF's decoder gives OpenVLA (``ValueError`` if not a colour JPEG)."""
+    return decode_jpeg(data)
 
 
 def check_normalized_action(action: np.ndarray, bounded: np.ndarray) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from vla.atomic import write_bytes_atomic
+from vla.data.locations import UrlPath, as_location
 
 STATISTICS_FILE = "dataset_statistics.json"
 
@@ -119,9 +120,9 @@ def write_statistics(directory: Path, dataset: str, statistics: dict[str, Any]) 
     return sha256_hex(data)
 
 
-def load_statistics(directory: Path, expected_sha256: str | None = None) -> dict[str, Any]:
-    """Read ``dataset_statistics.json`` (all datasets), checking its hash when one is given."""
-    path = Path(directory) / STATISTICS_FILE
+def load_statistics(directory: str | Path | UrlPath, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Read ``dataset_statistics.json`` (all datasets; ``directory`` may be an fsspec URL), checking its hash when one is given."""
+    path = as_location(directory) / STATISTICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"missing statistics file {path} (run data_prep for this dataset first)")
     data = path.read_bytes()

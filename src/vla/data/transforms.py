@@ -191,7 +191,7 @@ def language_table_transform(episode: Episode) -> Episode:
 
 
 def droid_transform(episode: Episode) -> Episode:
-    """DROID base-frame velocity actions; gripper position inverted so 1 = open."""
+    """DROID base-frame velocity actions; gripper position inverted so 1 = open (camera swap: registry ``swapped_views``)."""
     action, obs = episode["action_dict"], episode["observation"]
     velocity = action["cartesian_velocity"]
     episode["action"] = _concat(velocity[:, :3], velocity[:, 3:6], 1 - np.asarray(action["gripper_position"]))

@@ -33,7 +33,7 @@ def run_offline(cfg: DictConfig) -> dict[str, Any]:
                              **({"batch_size": cfg.batch_size} if cfg.batch_size else {}))
     metrics = evaluate_offline(vla, datamodule, device=cfg.device, precision=cfg.precision, limit_batches=cfg.limit_batches)
     settings = {"mode": "offline", "checkpoint": str(Path(cfg.checkpoint).resolve()), "data": cfg.data.name,
-                "data_root": str(Path(datamodule.data_root).resolve()), "split": cfg.split,
+                "data_root": str(datamodule.data_root.resolve()), "split": cfg.split,
                 "batch_size": datamodule.batch_size, "limit_batches": cfg.limit_batches, "precision": cfg.precision}
     if layout != {"chunk_size": 1, "image_views": ("primary",), "proprio": False}:  # OpenVLA's layout goes unsaid
         settings.update({**layout, "image_views": list(layout["image_views"])})
@@ -50,7 +50,8 @@ def run_closed_loop(cfg: DictConfig) -> dict[str, Any]:
     unnorm_key = cfg.unnorm_key or cfg.env.default_unnorm_key or resolve_suite_unnorm_key(model.norm_stats, suite.name)
     center_crop, center_crop_source = resolve_center_crop(cfg.center_crop, model)
     policy = Policy(model, unnorm_key=unnorm_key, preprocessing="openvla-eval", center_crop=center_crop,
-                    proprio_from_state=cfg.env.get("proprio_from_state"), compile_decoding=cfg.compile_decoding)
+                    proprio_from_state=cfg.env.get("proprio_from_state"), compile_decoding=cfg.compile_decoding,
+                    vision_dtype=cfg.vision_dtype)
     num_steps_wait = cfg.env.num_steps_wait if cfg.num_steps_wait is None else cfg.num_steps_wait
     # Validated for every model (a token model asked for several steps is an error); recorded for chunk models only.
     open_loop_steps = policy.open_loop_steps(cfg.num_open_loop_steps)

@@ -12,7 +12,9 @@ set ``MUJOCO_GL=egl``.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,38 @@ def libero_gripper_action(action: np.ndarray) -> np.ndarray:
         raise ValueError(f"LIBERO expects a 7-D action, got shape {action.shape}")
     action[-1] = -np.sign(2.0 * action[-1] - 1.0)
     return action
+
+
+def quat2axisangle(quat: np.ndarray) -> np.ndarray:
+    """Quaternion ``(x, y, z, w)`` -> axis-angle ``axis * angle`` (radians), robosuite's definition that OpenVLA-OFT uses.
+
+    ``w`` is clipped to [-1, 1] first; when ``sqrt(1 - w^2)`` is exactly 0 (``w = +-1``: no rotation)
+    the answer is 0. Computed in the quaternion's own dtype, as robosuite does; the input is not modified.
+    """
+    quat = np.array(quat)
+    if quat.shape != (4,):
+        raise ValueError(f"quaternion must have shape (4,), got {quat.shape}")
+    quat[3] = np.clip(quat[3], -1.0, 1.0)
+    sin_half = np.sqrt(1.0 - quat[3] * quat[3])
+    if sin_half == 0.0:
+        return np.zeros(3)
+    return quat[:3] * 2.0 * math.acos(quat[3]) / sin_half
+
+
+def libero_observation(raw: Mapping[str, np.ndarray]) -> Observation:
+    """A LIBERO env observation as OpenVLA(-OFT) feeds it to a policy (docs/contracts.md, "Environments").
+
+    Both cameras rotated 180 degrees (``img[::-1, ::-1]``, to match the LIBERO training data) and the
+    8-D state: EEF position (3), axis-angle of the EEF quaternion (3), the two gripper finger joints (2).
+    """
+    state = np.concatenate([raw["robot0_eef_pos"], quat2axisangle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]])
+    if state.shape != (8,):
+        raise ValueError(f"LIBERO state must be 8-D (eef_pos 3 + axis-angle 3 + gripper_qpos 2), got {state.shape}")
+    return {
+        "image": np.ascontiguousarray(raw["agentview_image"][::-1, ::-1]),
+        "wrist_image": np.ascontiguousarray(raw["robot0_eye_in_hand_image"][::-1, ::-1]),
+        "state": state.astype(np.float32),
+    }
 
 
 def _import_libero():
@@ -78,16 +112,9 @@ class LiberoEnv:
         self._env.close()
 
     def _observe(self, raw: dict[str, np.ndarray]) -> Observation:
-        from robosuite.utils.transform_utils import quat2axisangle
-
-        self._last_image = np.ascontiguousarray(raw["agentview_image"][::-1, ::-1])
-        quat = np.array(raw["robot0_eef_quat"], dtype=np.float64)  # a copy: quat2axisangle clips it in place
-        state = np.concatenate([raw["robot0_eef_pos"], quat2axisangle(quat), raw["robot0_gripper_qpos"]])
-        return {
-            "image": self._last_image,
-            "wrist_image": np.ascontiguousarray(raw["robot0_eye_in_hand_image"][::-1, ::-1]),
-            "state": state.astype(np.float32),
-        }
+        observation = libero_observation(raw)
+        self._last_image = observation["image"]
+        return observation
 
 
 class LiberoSuite:
