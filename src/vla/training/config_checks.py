@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from vla.data.registry import IMAGE_VIEWS
 from vla.models.heads import ACTION_HEADS
 from vla.training.module import LR_SCHEDULES
+from vla.training.sharding import MIXED_PRECISION_POLICIES, fsdp_config_problem
 from vla.training.stages import STAGES
 
 STRATEGIES = ("auto", "ddp", "fsdp")  # strategy.name, built by vla.training.run.build_strategy
@@ -95,7 +96,14 @@ RULES: dict[str, Rule] = {
     "trainer.accumulate_grad_batches": integer(1),
     "trainer.gradient_clip_val": number(lambda v: v >= 0, "a number >= 0", optional=True),
     "trainer.precision": one_of(PRECISIONS),
+    "trainer.num_nodes": integer(1),
     "strategy.name": one_of(STRATEGIES),
+    "strategy.reshard_after_forward": FLAG,
+    "strategy.mixed_precision": Rule((str, type(None)), lambda v: v is None or v in MIXED_PRECISION_POLICIES,
+                                     "null or one of " + ", ".join(MIXED_PRECISION_POLICIES)),
+    "strategy.hybrid": FLAG,
+    "strategy.replicate_degree": Rule((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "strategy.shard_degree": Rule((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
 }
 
 
@@ -114,7 +122,17 @@ def _lr_decay_step(cfg: DictConfig) -> str | None:
     return None
 
 
-COMBINATIONS: tuple[Callable[[DictConfig], str | None], ...] = (_head_chunk_size, _lr_decay_step)
+def _strategy_options(cfg: DictConfig) -> str | None:
+    """FSDP2 options only with ``strategy.name=fsdp``; its mesh must fit the devices, its precision policy the
+    trainer's (see :mod:`vla.training.sharding`)."""
+    strategy = OmegaConf.select(cfg, "strategy")
+    if strategy is None:
+        return None
+    return fsdp_config_problem(strategy, OmegaConf.select(cfg, "trainer.precision"),
+                               OmegaConf.select(cfg, "trainer.num_nodes", default=1), OmegaConf.select(cfg, "trainer.devices", default=1))
+
+
+COMBINATIONS: tuple[Callable[[DictConfig], str | None], ...] = (_head_chunk_size, _lr_decay_step, _strategy_options)
 
 
 def config_problems(cfg: DictConfig) -> list[str]:

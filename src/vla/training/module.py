@@ -30,6 +30,7 @@ from torchmetrics import MeanMetric
 from vla.models.checkpoints import TRAINING_CHECKPOINT_KEY
 from vla.models.vla import VLA
 from vla.training.peft import apply_lora, apply_qlora
+from vla.training.sharding import FSDPPlan
 from vla.training.stages import STAGES, apply_stage, trainable_parameter_summary
 
 LR_SCHEDULES = ("constant", "linear-warmup+cosine-decay", "step-decay")
@@ -77,7 +78,7 @@ class VLATrainingModule(pl.LightningModule):
         lr_decay_after_steps: int | None = None,
         lr_decay_factor: float = 0.1,
         lora: dict[str, Any] | None = None,
-        fsdp_reshard_after_forward: bool = True,
+        fsdp: FSDPPlan | None = None,
         activation_checkpointing: bool = False,
     ):
         super().__init__()
@@ -98,7 +99,7 @@ class VLATrainingModule(pl.LightningModule):
         self.lr_schedule, self.warmup_ratio = lr_schedule, warmup_ratio
         self.lr_decay_after_steps, self.lr_decay_factor = lr_decay_after_steps, lr_decay_factor
         self.lora = dict(lora or {})
-        self.fsdp_reshard_after_forward = fsdp_reshard_after_forward
+        self.fsdp = fsdp or FSDPPlan()  # used only under ModelParallelStrategy (configure_model)
         self.activation_checkpointing = activation_checkpointing
         self.save_trainable_only = False  # set by TrainableOnlyCheckpoint around each step checkpoint it writes
         self._apply_stage()
@@ -121,23 +122,25 @@ class VLATrainingModule(pl.LightningModule):
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy`` shard with FSDP2: each ViT block, each LLM layer, then the root.
 
-        A FiLM-wrapped ViT block is sharded as one unit with its ``scale``/``shift`` linears. The root keeps its
-        parameters (embeddings, projector, output head, action head, proprio projector) unsharded after forward:
-        backward needs them first, and the explicit ``reshard_after_forward=True`` of older torch releases would
-        free them.
+        Every ``fully_shard`` call gets the plan's mesh (full sharding or HSDP) and mixed-precision policy (see
+        :mod:`vla.training.sharding`). A FiLM-wrapped ViT block is sharded as one unit with its ``scale``/``shift``
+        linears. The root keeps its parameters (embeddings, projector, output head, action head, proprio
+        projector) unsharded after forward: backward needs them first, and the explicit
+        ``reshard_after_forward=True`` of older torch releases would free them.
         """
         mesh = getattr(self, "device_mesh", None)
         if mesh is None:
             return
         from torch.distributed.fsdp import fully_shard
 
-        dp_mesh = mesh["data_parallel"]
+        fsdp_mesh = self.fsdp.device_mesh(mesh["data_parallel"])
+        mp_policy = self.fsdp.mp_policy()
         blocks = [*self.vla.llm_backbone.layers]
         for vit in self.vla.vision_backbone.featurizers:
             blocks.extend(vit.blocks)
         for block in blocks:
-            fully_shard(block, mesh=dp_mesh, reshard_after_forward=self.fsdp_reshard_after_forward)
-        fully_shard(self.vla, mesh=dp_mesh, reshard_after_forward=False)
+            fully_shard(block, mesh=fsdp_mesh, reshard_after_forward=self.fsdp.reshard_after_forward, mp_policy=mp_policy)
+        fully_shard(self.vla, mesh=fsdp_mesh, reshard_after_forward=False, mp_policy=mp_policy)
 
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:

@@ -27,6 +27,7 @@ from vla.training.checkpoint_io import AtomicCheckpointIO
 from vla.training.curves import read_curves, write_training_curves
 from vla.training.config_checks import STRATEGIES, check_train_config
 from vla.training.loggers import ResumableCSVLogger
+from vla.training.sharding import FSDPPlan, devices_per_node
 from vla.training.resume import LAST, ResumePoint, remove_stale_temporaries, resolve_resume
 
 WRITTEN_DIRS = ("", "checkpoints", "logs", "export")  # where a run writes files atomically, under its run dir
@@ -69,15 +70,21 @@ def build_model(model: DictConfig, dataset_statistics: dict[str, Any]) -> Any:
     return vla
 
 
-def build_strategy(strategy: DictConfig | None) -> Any:
-    """``auto`` / ``ddp`` / ``fsdp`` (FSDP2 ``fully_shard`` via ModelParallelStrategy: GPU and CPU)."""
+def build_strategy(strategy: DictConfig | None, world_size: int = 1) -> Any:
+    """``auto`` / ``ddp`` / ``fsdp`` (FSDP2 ``fully_shard`` via ModelParallelStrategy: GPU and CPU).
+
+    Under ``fsdp`` Lightning's 2-D mesh is ``data_parallel`` = ``world_size`` x ``tensor_parallel`` = 1: every
+    rank is a data-parallel rank. (Lightning's ``auto`` sizes, nodes x devices per node, would leave the ranks
+    of a node in the tensor-parallel dim, which nothing here uses: unsharded and never synchronised.) HSDP's
+    replicate x shard mesh is built from that one in ``configure_model`` (:class:`vla.training.sharding.FSDPPlan`).
+    """
     name = (strategy or {}).get("name", "auto")
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}")
     if name == "fsdp":
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        return ModelParallelStrategy(save_distributed_checkpoint=False)
+        return ModelParallelStrategy(data_parallel_size=world_size, tensor_parallel_size=1, save_distributed_checkpoint=False)
     if name == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -136,13 +143,14 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     datamodule = instantiate(cfg.data.datamodule, _convert_="all")  # image_views as a plain list
     vla = build_model(cfg.model, datamodule.dataset_statistics)
     datamodule.attach_processor(vla.processor)
-    strategy_cfg = cfg.get("strategy")
+    strategy_cfg = cfg.get("strategy") or {}
+    fsdp = FSDPPlan.from_config(strategy_cfg, cfg.trainer.num_nodes, cfg.trainer.devices) if strategy_cfg.get("name") == "fsdp" else None
     module = instantiate(cfg.module, vla=vla, lora=OmegaConf.to_container(cfg.module.lora) if cfg.module.lora else None,
-                         fsdp_reshard_after_forward=(strategy_cfg or {}).get("reshard_after_forward", True))
+                         fsdp=fsdp, _convert_="object")  # "object": the FSDPPlan arrives as itself, not a DictConfig
 
     checkpoints = build_checkpoint_callback(checkpoint_dir, cfg.checkpoint_every_n_steps, cfg.get("checkpoint_keep_last"),
                                             bool(cfg.get("checkpoint_trainable_only", False)))
-    strategy = build_strategy(strategy_cfg)
+    strategy = build_strategy(strategy_cfg, cfg.trainer.num_nodes * devices_per_node(cfg.trainer.devices) if fsdp else 1)
     plugins = [AtomicCheckpointIO()] if strategy == "auto" else []
     trainer: pl.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=[checkpoints, *callbacks], plugins=plugins)
     if resume:
