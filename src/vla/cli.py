@@ -99,7 +99,8 @@ def _port(port: object) -> int:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="export", version_base="1.3")
 def export(cfg: DictConfig) -> Path:
-    """A train.py ``.ckpt`` -> a standalone model directory (LoRA merged); returns the directory."""
+    """A checkpoint -> a standalone model directory (LoRA merged) in our layout or, with ``format=openvla|oft``,
+    OpenVLA's / OpenVLA-OFT's; returns the directory."""
     return instantiate(cfg.export)
 
 

@@ -15,12 +15,18 @@ Action-chunk fields (docs/action-chunks.md: ``action_head``, ``chunk_size``, ``a
 saved config stays exactly what it was before they existed, and older files load with the defaults.
 The ``l1`` head needs a custom 4-D attention mask, which only the ``sdpa`` and ``eager`` kernels take, so
 ``auto`` means ``sdpa`` for it.
+
+``llm_architecture`` records an LLM that is not the registry's architecture for ``llm_backbone``: imported
+checkpoints are built from their own config (openvla-7b's Llama has ``rms_norm_eps`` 1e-6, derived checkpoints
+carry smaller Llamas), and saving that keeps every later rebuild (``load_vla``, ``.ckpt`` resume/export) the
+same model. It holds ``model_type`` and the fields that differ from that type's defaults; None (the registry's)
+is not saved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from vla.contract.image_transform import RESIZE_STRATEGIES
@@ -31,7 +37,7 @@ from vla.models.vision import VISION_BACKBONES
 
 CHUNK_FIELDS = ("action_head", "chunk_size", "action_dim", "image_views", "proprio_dim", "film")
 SAVED_FIELDS = ("vision_backbone", "llm_backbone", "projector", "image_resize_strategy", "n_action_bins", "model_id",
-                "attn_implementation", *CHUNK_FIELDS)
+                "attn_implementation", *CHUNK_FIELDS, "llm_architecture")
 REQUIRED_FIELDS = ("vision_backbone", "llm_backbone")
 IMAGE_VIEWS = ("primary", "secondary", "wrist")  # the camera views prepared shards carry
 MASKED_ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")  # kernels taking the l1 head's 4-D mask (auto: sdpa)
@@ -54,6 +60,8 @@ class VLAConfig:
     image_views: tuple[str, ...] = ("primary",)  # camera views, in sequence order
     proprio_dim: int = 0  # 0: no proprio token
     film: bool = False  # FiLM the vision backbone's blocks with the instruction
+    # the LLM's HF config fields where they are not the registry's (imported checkpoints); None: the registry's
+    llm_architecture: Mapping[str, Any] | None = field(default=None, hash=False)
     pretrained_vision: bool = False
     pretrained_llm: bool = False
 
@@ -72,6 +80,11 @@ class VLAConfig:
                 raise ValueError(f"{flag} in the VLA config must be true or false, got {getattr(self, flag)!r}")
         if self.model_id is None:
             object.__setattr__(self, "model_id", f"{self.vision_backbone}+{self.llm_backbone}")
+        if self.llm_architecture is not None:
+            if not isinstance(self.llm_architecture, Mapping) or not isinstance(self.llm_architecture.get("model_type"), str):
+                raise ValueError("llm_architecture in the VLA config must be a mapping of LLM config fields with a "
+                                 f"model_type, or null; got {self.llm_architecture!r}")
+            object.__setattr__(self, "llm_architecture", dict(self.llm_architecture))
         self._check_chunk_fields()
 
     def _check_chunk_fields(self) -> None:
@@ -114,8 +127,8 @@ class VLAConfig:
         """The JSON-able saved form: :data:`SAVED_FIELDS` (no ``pretrained_*`` flags), chunk fields only
         where they differ from the defaults, tuples as lists."""
         defaults = {f.name: f.default for f in fields(self)}
-        saved = {k: v for k, v in asdict(self).items()
-                 if k in SAVED_FIELDS and not (k in CHUNK_FIELDS and v == defaults[k])}
+        saved = {k: v for k, v in asdict(self).items() if k in SAVED_FIELDS
+                 and not (k in CHUNK_FIELDS and v == defaults[k]) and not (k == "llm_architecture" and v is None)}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()}
 
     @classmethod

@@ -131,14 +131,30 @@ def _offline_llama_tokenizer() -> PreTrainedTokenizerBase:
         source.mkdir(parents=True, exist_ok=True)
         model_file = source / "tokenizer.model"
         if not model_file.exists():
-            import mistral_common
-
-            model_file.write_bytes((Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1").read_bytes())
+            model_file.write_bytes(_offline_sentencepiece_model().read_bytes())
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         LlamaTokenizer.from_pretrained(str(source)).save_pretrained(str(tmp))
         if not cache.exists():  # another process may have finished first
             os.replace(tmp, cache)
     return AutoTokenizer.from_pretrained(str(cache), trust_remote_code=False)
+
+
+def _offline_sentencepiece_model() -> Path:
+    import mistral_common
+
+    return Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
+
+
+def sentencepiece_model_file(spec: LLMSpec) -> Path | None:
+    """The SentencePiece model behind ``spec``'s tokenizer where this machine has it (the offline one's package
+    file; a hub tokenizer's ``tokenizer.model`` in the Hugging Face cache), else None. transformers 5 saves
+    tokenizers as ``tokenizer.json`` only; exports for older readers ship this file too."""
+    if spec.tokenizer == "mistral-sp":
+        return _offline_sentencepiece_model()
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec.tokenizer, "tokenizer.model")
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def load_tokenizer(spec: LLMSpec, path: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:

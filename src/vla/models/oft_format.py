@@ -39,6 +39,7 @@ from vla.models.openvla_format import (
     hf_architecture,
     hf_index,
     hf_llm_config,
+    keep_sentencepiece_model,
     read_hf_config,
     read_stats,
     safetensors_files,
@@ -231,6 +232,7 @@ def load_oft(path: str | os.PathLike, device: str | torch.device = "cpu", dtype:
         norm_stats = {name: with_normalization_kind(stats, constants.normalization) for name, stats in norm_stats.items()}
     with tokenizer_source(tokenizer_path, path) as tokenizer:
         vla = empty_vla(vla_config, norm_stats, hf_llm_config(config), tokenizer)
+    keep_sentencepiece_model(vla, path, tokenizer_path)
 
     # One name space over every source (component keys as "<file>: <key>") so one error lists every problem.
     mapping: dict[str, str | None] = {}
@@ -252,7 +254,8 @@ def load_oft(path: str | os.PathLike, device: str | torch.device = "cpu", dtype:
 
 
 def export_oft(vla: VLA, out_dir: str | os.PathLike, step: int | str | None = None,
-               max_shard_size: int = 5 * 2**30) -> Path:
+               max_shard_size: int = 5 * 2**30, *, openvla_code: str | os.PathLike | None = None,
+               tokenizer_model: str | os.PathLike | None = None) -> Path:
     """Write an ``l1``-head VLA in OpenVLA-OFT's layout, which :func:`load_oft` (and ``load_checkpoint``) reads back.
 
     As OFT's ``finetune.py`` saves a run: the OpenVLA HF directory of backbone, projector and LLM (plain ViT
@@ -261,7 +264,8 @@ def export_oft(vla: VLA, out_dir: str | os.PathLike, step: int | str | None = No
     ``vision_backbone--<step>_checkpoint.pt`` (the whole FiLMed vision backbone, no prefix, nothing to merge).
     ``config.json``'s ``vla_config`` also records K, the views, D, P and FiLM, which OFT's files do not.
     ``step`` names the component files (None: ``training_info["steps"]``, else ``latest``); component files of
-    an earlier export to ``out_dir`` are removed, as a directory holds one of each.
+    an earlier export to ``out_dir`` are removed, as a directory holds one of each. ``openvla_code`` and
+    ``tokenizer_model``: as :func:`vla.models.openvla_format.export_openvla_hf` (give OFT's checkout for its code).
     """
     if vla.config.action_head != "l1":
         raise ValueError(f"OFT's layout holds l1-head policies; this VLA's action_head is {vla.config.action_head!r} "
@@ -282,7 +286,7 @@ def export_oft(vla: VLA, out_dir: str | os.PathLike, step: int | str | None = No
                 continue
             name = _FILMED_BLOCK.sub(r"\1.", name)
         hf[to_hf_name(name)] = tensor
-    out = write_openvla_hf(vla, hf, out_dir, max_shard_size)
+    out = write_openvla_hf(vla, hf, out_dir, max_shard_size, openvla_code=openvla_code, tokenizer_model=tokenizer_model)
     for component in (*components, *UNSUPPORTED_COMPONENTS):
         for stale in out.glob(f"{component}--*checkpoint.pt"):
             stale.unlink()

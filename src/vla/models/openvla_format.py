@@ -9,9 +9,22 @@ Two layouts exist in the wild:
   ``gamma``) and builds its Llama from ``text_config`` over ``LlamaConfig`` defaults
   (``rms_norm_eps=1e-6``), which we reproduce so actions match its code path.
 * **Prismatic** training runs: ``checkpoints/*.pt`` holding ``{"model": {"vision_backbone",
-  "projector", "llm_backbone"}}`` (``dino_featurizer``/``siglip_featurizer`` or ``featurizer``;
-  ``projector.{0,2,4}`` of an ``nn.Sequential``; ``llm.*``), next to the run's ``config.json`` and
-  ``dataset_statistics.json``. The LLM architecture is the registry's (Llama-2 config).
+  "projector", "llm_backbone"}}`` (``dino_featurizer`` + ``siglip_featurizer``/``clip_featurizer`` for
+  fused backbones, else ``featurizer``; ``projector.{0,2,4}`` of an ``nn.Sequential``; ``llm.*``), next
+  to the run's ``config.json`` and ``dataset_statistics.json``. Prismatic builds its LLM from the named
+  LLM's HF config; we take the registry's, with the sizes the checkpoint's tensors fix (width, MLP width,
+  depth, vocabulary, key/value heads) and a ``text_config`` in ``config.json`` over both (a smaller
+  LLM than the one named needs it to give ``num_attention_heads``).
+
+Both builds follow the checkpoint, not our registry's size for the named LLM: a smaller Llama (as
+derived checkpoints such as MiniVLA-style ones carry) gets a projector sized to its width.
+
+Exports are meant for OpenVLA's own HF code on its pinned versions (transformers 4.40.1, tokenizers
+0.19.1, timm 0.9.10): ``tokenizer.json`` is written in the format tokenizers 0.19 reads (merges as
+``"a b"`` strings) next to the SentencePiece ``tokenizer.model``; ``auto_map`` names local modules
+(``configuration_prismatic.OpenVLAConfig``, as OpenVLA's own repository does), so
+``AutoModelForVision2Seq.from_pretrained(dir, trust_remote_code=True)`` works offline once OpenVLA's three
+files (``openvla_code``: copied from an OpenVLA checkout) lie next to the weights.
 
 Weights are never held twice: the model skeleton is built on the ``meta`` device (its LLM from the
 checkpoint's own config) and each checkpoint tensor is assigned in place (safetensors read per
@@ -24,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,13 +52,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, PreTrainedConfig
 
-from vla.atomic import write_json_atomic
+from vla.atomic import write_bytes_atomic, write_json_atomic
 from vla.models.config import CHUNK_FIELDS, MASKED_ATTN_IMPLEMENTATIONS, VLAConfig
 from vla.models.factory import chunk_fields
-from vla.models.llm import get_llm_spec
+from vla.models.llm import get_llm_spec, sentencepiece_model_file
 from vla.models.quantization import replace_module
-from vla.models.vision import get_vision_spec
+from vla.models.vision import VisionSpec, get_vision_spec
 from vla.models.vla import VLA
+
+logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- id tables
 # OpenVLA/Prismatic backbone ids -> our registry names (and back, for export).
@@ -101,11 +117,20 @@ PRISMATIC_BASE_VLMS = {
     "prism-dinosiglip-controlled+7b": ("dinosiglip-vit-so-384px", "llama2-7b-pure", "no-align+fused-gelu-mlp", "resize-naive"),
     "prism-dinosiglip+7b": ("dinosiglip-vit-so-384px", "llama2-7b-pure", "no-align+fused-gelu-mlp", "resize-naive"),
 }
-# Where OpenVLA's own HF code lives; exported configs point `auto_map` there (`repo--module.Class`).
-OPENVLA_CODE_REPO = "openvla/openvla-7b"
+# OpenVLA's HF code: three modules that sit next to the weights (as in OpenVLA's own HF repositories);
+# `auto_map` names them locally, so loading needs no hub. OpenVLA's checkout keeps them under CODE_DIR.
+OPENVLA_CODE_FILES = ("configuration_prismatic.py", "modeling_prismatic.py", "processing_prismatic.py")
+OPENVLA_CODE_DIR = Path("prismatic") / "extern" / "hf"
+MODEL_AUTO_MAP = {"AutoConfig": "configuration_prismatic.OpenVLAConfig",
+                  "AutoModelForVision2Seq": "modeling_prismatic.OpenVLAForActionPrediction"}
+PROCESSOR_AUTO_MAP = {"AutoImageProcessor": "processing_prismatic.PrismaticImageProcessor",
+                      "AutoProcessor": "processing_prismatic.PrismaticProcessor"}
 EXTRA_CONFIG_KEY = "vla_config"  # our VLAConfig.to_dict() (tiny architectures have no OpenVLA id)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
+SENTENCEPIECE_FILE = "tokenizer.model"
+# Keys transformers 5 writes into tokenizer_config.json that describe the saving process, not the tokenizer.
+_SAVE_TIME_TOKENIZER_KEYS = ("is_local", "local_files_only")
 
 # ----------------------------------------------------------------------------- name mapping
 # (our prefix, their prefix). Prismatic names are flattened as "<component>.<key>".
@@ -116,11 +141,6 @@ HF_PREFIXES = (
     ("llm_backbone.llm.", "language_model."),
 )
 HF_LAYERSCALE = (".gamma", ".scale_factor")  # vision LayerScale params only
-_PRISMATIC_VISION = {
-    True: (("vision_backbone.featurizer.", "vision_backbone.dino_featurizer."),
-           ("vision_backbone.fused_featurizer.", "vision_backbone.siglip_featurizer.")),
-    False: (("vision_backbone.featurizer.", "vision_backbone.featurizer."),),
-}
 _PRISMATIC_PROJECTOR = {
     "fused-gelu-mlp": (("projector.fc1.", "projector.projector.0."), ("projector.fc2.", "projector.projector.2."),
                        ("projector.fc3.", "projector.projector.4.")),
@@ -130,11 +150,25 @@ _PRISMATIC_PROJECTOR = {
 PRISMATIC_COMPONENTS = ("vision_backbone", "projector", "llm_backbone")
 
 
-def prismatic_prefixes(fused_vision: bool, projector: str) -> tuple[tuple[str, str], ...]:
-    """(our prefix, Prismatic prefix) pairs for one architecture."""
+def prismatic_prefixes(vision_backbone: str, projector: str) -> tuple[tuple[str, str], ...]:
+    """(our prefix, Prismatic prefix) pairs for one architecture (``vision_backbone``: our registry name)."""
     if projector not in _PRISMATIC_PROJECTOR:
         raise ValueError(f"Unknown projector {projector!r}; Prismatic has {sorted(_PRISMATIC_PROJECTOR)}")
-    return (*_PRISMATIC_VISION[fused_vision], *_PRISMATIC_PROJECTOR[projector], ("llm_backbone.llm.", "llm_backbone.llm."))
+    return (*_prismatic_vision_prefixes(vision_backbone), *_PRISMATIC_PROJECTOR[projector],
+            ("llm_backbone.llm.", "llm_backbone.llm."))
+
+
+def _prismatic_vision_prefixes(vision_backbone: str) -> tuple[tuple[str, str], ...]:
+    """A single backbone is Prismatic's ``featurizer``; a fused one is ``dino_featurizer`` plus
+    ``siglip_featurizer`` (DinoSigLIP) or ``clip_featurizer`` (DinoCLIP), after its second timm model."""
+    timm_ids = get_vision_spec(vision_backbone).timm_ids
+    if len(timm_ids) == 1:
+        return (("vision_backbone.featurizer.", "vision_backbone.featurizer."),)
+    second = "siglip" if "siglip" in timm_ids[1] else "clip" if "clip" in timm_ids[1] else None
+    if second is None:
+        raise ValueError(f"Prismatic has no fused backbone pairing DINOv2 with {timm_ids[1]!r} ({vision_backbone})")
+    return (("vision_backbone.featurizer.", "vision_backbone.dino_featurizer."),
+            ("vision_backbone.fused_featurizer.", f"vision_backbone.{second}_featurizer."))
 
 
 def _swap_prefix(name: str, pairs: tuple[tuple[str, str], ...], to_theirs: bool) -> str | None:
@@ -162,9 +196,9 @@ def from_hf_name(hf: str) -> str | None:
     return _swap_prefix(hf, HF_PREFIXES, to_theirs=False)
 
 
-def from_prismatic_name(key: str, fused_vision: bool, projector: str) -> str | None:
+def from_prismatic_name(key: str, vision_backbone: str, projector: str) -> str | None:
     """Flattened Prismatic name ("<component>.<key>") -> our parameter name."""
-    return _swap_prefix(key, prismatic_prefixes(fused_vision, projector), to_theirs=False)
+    return _swap_prefix(key, prismatic_prefixes(vision_backbone, projector), to_theirs=False)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -228,8 +262,16 @@ def _chunk_settings(config: VLAConfig) -> dict[str, Any]:
     return {f: getattr(config, f) for f in CHUNK_FIELDS}
 
 
-def export_openvla_hf(vla: VLA, out_dir: str | os.PathLike, max_shard_size: int = 5 * 2**30) -> Path:
+def export_openvla_hf(vla: VLA, out_dir: str | os.PathLike, max_shard_size: int = 5 * 2**30, *,
+                      openvla_code: str | os.PathLike | None = None,
+                      tokenizer_model: str | os.PathLike | None = None) -> Path:
     """Write ``vla`` in OpenVLA's HF layout (config, sharded safetensors, tokenizer, preprocessor, stats).
+
+    OpenVLA's ``AutoModelForVision2Seq.from_pretrained(out_dir, trust_remote_code=True)`` loads it once
+    OpenVLA's three HF modules (:data:`OPENVLA_CODE_FILES`) lie next to the weights: ``openvla_code`` (an
+    OpenVLA checkout, or the folder holding them) copies them there. ``tokenizer_model``: the SentencePiece
+    model to ship as ``tokenizer.model`` (default: the one the tokenizer came from, see
+    :func:`write_openvla_tokenizer`).
 
     OpenVLA's layout has no names for OpenVLA-OFT's modules: a model with any is refused, pointing to
     :func:`vla.models.oft_format.export_oft` (OFT's layout: this one plus component files).
@@ -242,14 +284,19 @@ def export_openvla_hf(vla: VLA, out_dir: str | os.PathLike, max_shard_size: int 
         raise ValueError(f"OpenVLA's HF layout has no names for this model's OpenVLA-OFT modules {added}; export it "
                          "with vla.models.oft_format.export_oft (OFT's layout: this layout plus "
                          "action_head--/proprio_projector--/vision_backbone--<step>_checkpoint.pt) or with save_vla")
-    return write_openvla_hf(vla, {to_hf_name(k): v for k, v in vla.state_dict().items()}, out_dir, max_shard_size)
+    return write_openvla_hf(vla, {to_hf_name(k): v for k, v in vla.state_dict().items()}, out_dir, max_shard_size,
+                            openvla_code=openvla_code, tokenizer_model=tokenizer_model)
 
 
 def write_openvla_hf(vla: VLA, tensors: Mapping[str, torch.Tensor], out_dir: str | os.PathLike,
-                     max_shard_size: int = 5 * 2**30) -> Path:
+                     max_shard_size: int = 5 * 2**30, *, openvla_code: str | os.PathLike | None = None,
+                     tokenizer_model: str | os.PathLike | None = None) -> Path:
     """Write ``tensors`` (OpenVLA HF names) as ``vla``'s HF directory: what :func:`export_openvla_hf` and OFT's
-    export (whose modules go to separate files) share."""
-    config = openvla_hf_config(vla)
+    export (whose modules go to separate files) share. ``openvla_code``/``tokenizer_model``: as
+    :func:`export_openvla_hf`."""
+    config = openvla_hf_config(vla)  # everything that can be refused is, before anything is written
+    sentencepiece = resolve_sentencepiece_model(vla, tokenizer_model)
+    code_files = openvla_code_files(openvla_code) if openvla_code is not None else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_shards(tensors, out, max_shard_size)
@@ -260,14 +307,110 @@ def write_openvla_hf(vla: VLA, tensors: Mapping[str, torch.Tensor], out_dir: str
         "pad_token_id": vla.tokenizer.pad_token_id,
     })
     _write_json(out / "dataset_statistics.json", vla.norm_stats)
-    vla.tokenizer.save_pretrained(str(out))
+    write_openvla_tokenizer(vla, out, sentencepiece)
+    for file in code_files:  # auto_map names these modules: they must sit next to the weights
+        shutil.copyfile(file, out / file.name)
     return out
+
+
+def openvla_code_files(source: str | os.PathLike) -> list[Path]:
+    """OpenVLA's HF modules (:data:`OPENVLA_CODE_FILES`) in ``source``: an OpenVLA checkout (they are under
+    :data:`OPENVLA_CODE_DIR`) or the folder holding them. The project ships no copy of OpenVLA's code; the
+    user's checkout provides it."""
+    root = Path(source)
+    folder = root / OPENVLA_CODE_DIR if (root / OPENVLA_CODE_DIR).is_dir() else root
+    missing = [name for name in OPENVLA_CODE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"openvla_code={str(source)!r}: {folder} lacks {missing}; give an OpenVLA checkout "
+                                f"(its HF modules are under {OPENVLA_CODE_DIR}) or the folder holding "
+                                f"{list(OPENVLA_CODE_FILES)}")
+    return [folder / name for name in OPENVLA_CODE_FILES]
+
+
+def write_openvla_tokenizer(vla: VLA, out: Path, sentencepiece_model: Path | None) -> None:
+    """The tokenizer files OpenVLA's pinned transformers 4.40.1 / tokenizers 0.19.1 read, and so do we.
+
+    * ``tokenizer.json`` with BPE merges as ``"a b"`` strings: tokenizers >= 0.20 writes ``["a", "b"]`` pairs,
+      which 0.19 rejects ("data did not match any variant of untagged enum ModelWrapper"); both read strings.
+    * ``tokenizer_config.json`` with ``legacy: false`` and no ``add_prefix_space: null``: the tokenization
+      transformers 5 does; 4.40.1's SentencePiece (slow) tokenizer would otherwise drop the leading "▁" (or,
+      without ``legacy: false``, tokenize the legacy way) and give other ids.
+    * ``tokenizer.model``, the SentencePiece model (as OpenVLA's releases ship): ``sentencepiece_model``, from
+      :func:`resolve_sentencepiece_model`. Where there is none, a warning says so and the export has
+      ``tokenizer.json`` only (which those versions also read).
+    """
+    tokenizer = vla.tokenizer
+    tokenizer.save_pretrained(str(out))
+    _write_legacy_tokenizer_json(out / "tokenizer.json")
+    config_file = out / "tokenizer_config.json"
+    config = {k: v for k, v in json.loads(config_file.read_text()).items() if k not in _SAVE_TIME_TOKENIZER_KEYS}
+    if config.get("add_prefix_space", False) is None:  # 4.40.1's slow tokenizer reads null as "no prefix space"
+        del config["add_prefix_space"]
+    _write_json(config_file, {**config, "legacy": False})
+    target = out / SENTENCEPIECE_FILE
+    if sentencepiece_model is None:
+        target.unlink(missing_ok=True)  # a stale one from an earlier export may not match
+        logger.warning("No SentencePiece tokenizer.model found for %s's tokenizer: %s has tokenizer.json only; "
+                       "pass tokenizer_model=<path> to ship one", vla.config.llm_backbone, out)
+    elif not (target.exists() and target.samefile(sentencepiece_model)):
+        shutil.copyfile(sentencepiece_model, target)
+
+
+def resolve_sentencepiece_model(vla: VLA, given: str | os.PathLike | None) -> Path | None:
+    """The SentencePiece model to ship with ``vla``: ``given``, else the file its tokenizer was loaded from,
+    else the LLM registry's where this machine has it (None: none found). It must hold the tokenizer's
+    vocabulary, id for id (:func:`check_sentencepiece_vocabulary`)."""
+    model_file = Path(given) if given is not None else sentencepiece_source(vla)
+    if model_file is not None:
+        check_sentencepiece_vocabulary(model_file, vla.tokenizer)
+    return model_file
+
+
+def sentencepiece_source(vla: VLA) -> Path | None:
+    """The SentencePiece model ``vla``'s tokenizer came from: the file it was loaded with (a checkpoint's
+    ``tokenizer.model``), else the LLM registry's source where this machine has it."""
+    loaded_from = getattr(vla.tokenizer, "vocab_file", None)
+    if isinstance(loaded_from, str) and loaded_from.endswith(".model") and Path(loaded_from).is_file():
+        return Path(loaded_from)
+    return sentencepiece_model_file(vla.llm_backbone.spec)
+
+
+def check_sentencepiece_vocabulary(model_file: Path, tokenizer) -> None:
+    """Refuse a SentencePiece model whose pieces are not the tokenizer's, id for id (shipping it would give
+    OpenVLA's slow tokenizer other ids than the model was trained with)."""
+    import sentencepiece
+
+    if not model_file.is_file():
+        raise FileNotFoundError(f"SentencePiece model not found: {model_file}")
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+    ours = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
+    if pieces != ours:
+        first = next((i for i, (a, b) in enumerate(zip(pieces, ours)) if a != b), min(len(pieces), len(ours)))
+        raise ValueError(f"{model_file} does not hold this model's vocabulary ({len(pieces)} pieces vs the "
+                         f"tokenizer's {len(ours)}; first difference at id {first}); give the SentencePiece model "
+                         "the tokenizer was built from (tokenizer_model=<path>)")
+
+
+def _write_legacy_tokenizer_json(path: Path) -> None:
+    """Rewrite a BPE ``tokenizer.json``'s merges as ``"a b"`` strings (the format tokenizers 0.19 reads)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    model = data.get("model") or {}
+    merges = model.get("merges") or []
+    if model.get("type") != "BPE" or not merges or isinstance(merges[0], str):
+        return
+    spaced = [pair for pair in merges if any(" " in part for part in pair)]
+    if spaced:
+        raise ValueError(f"{path}: merges {spaced[:3]} hold spaces, which the \"a b\" merge format of tokenizers "
+                         "0.19 (OpenVLA's pin) cannot express")
+    model["merges"] = [" ".join(pair) for pair in merges]
+    write_bytes_atomic(path, json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
 
 
 def openvla_hf_config(vla: VLA) -> dict[str, Any]:
     """The ``OpenVLAConfig`` fields (``config.json``) describing ``vla``, plus our ``vla_config``."""
     ours = vla.config
-    vision_id = _openvla_id(OPENVLA_VISION_IDS, ours.vision_backbone.removeprefix("tiny-"), "vision backbone")
+    vision_id = _openvla_id(OPENVLA_VISION_IDS, ours.vision_backbone, "vision backbone")
     llm_id = _openvla_llm_id(ours.llm_backbone, vla.llm_backbone.llm.config.model_type)
     fused = vla.vision_backbone.fused_featurizer is not None
     expected_projector = "fused-gelu-mlp" if fused else "gelu-mlp"
@@ -278,10 +421,7 @@ def openvla_hf_config(vla: VLA) -> dict[str, Any]:
     spec = get_vision_spec(ours.vision_backbone)
     return {
         "architectures": ["OpenVLAForActionPrediction"],
-        "auto_map": {
-            "AutoConfig": f"{OPENVLA_CODE_REPO}--configuration_prismatic.OpenVLAConfig",
-            "AutoModelForVision2Seq": f"{OPENVLA_CODE_REPO}--modeling_prismatic.OpenVLAForActionPrediction",
-        },
+        "auto_map": dict(MODEL_AUTO_MAP),
         "model_type": "openvla",
         "vision_backbone_id": vision_id,
         "llm_backbone_id": llm_id,
@@ -290,7 +430,7 @@ def openvla_hf_config(vla: VLA) -> dict[str, Any]:
         "image_resize_strategy": vla.image_transform.resize_strategy,
         "image_sizes": [spec.image_size] * len(spec.timm_ids),
         "timm_model_ids": list(spec.timm_ids),
-        "timm_override_act_layers": [None] * len(spec.timm_ids),
+        "timm_override_act_layers": act_layers(spec),
         "hf_llm_id": OPENVLA_LLM_HF_PATHS[llm_id],
         "llm_max_length": 2048,
         "pad_token_id": vla.tokenizer.pad_token_id,
@@ -313,8 +453,11 @@ def _load_hf(path: Path, dtype: torch.dtype | None, tokenizer_path: str | os.Pat
         raise ValueError(f"{path} holds an OpenVLA-OFT policy ({names['action_head']} head, its modules in separate "
                          "files): load it with load_checkpoint or vla.models.oft_format.load_oft")
     norm_stats = config.get("norm_stats") or read_stats(path / "dataset_statistics.json")
+    vla_config = VLAConfig.from_dict(names)
+    check_act_layers(config, vla_config.vision_backbone, path / "config.json")
     with tokenizer_source(tokenizer_path, path) as tokenizer:
-        vla = empty_vla(VLAConfig.from_dict(names), norm_stats, hf_llm_config(config), tokenizer)
+        vla = empty_vla(vla_config, norm_stats, hf_llm_config(config), tokenizer)
+    keep_sentencepiece_model(vla, path, tokenizer_path)
     index = hf_index(path)
     shapes = {}
     for file, keys in group_by_file(index).items():
@@ -339,6 +482,29 @@ def hf_architecture(config: Mapping[str, Any]) -> dict[str, Any]:
     return dict(config.get(EXTRA_CONFIG_KEY) or names_from_openvla_ids(
         config["vision_backbone_id"], config["llm_backbone_id"], config["arch_specifier"],
         config.get("image_resize_strategy", "letterbox"), config.get("n_action_bins", 256)))
+
+
+def check_act_layers(config: Mapping[str, Any], vision_backbone: str, source: Path) -> None:
+    """Refuse a config whose ``timm_override_act_layers`` differ from what our ``vision_backbone`` is built with:
+    OpenVLA's code builds the ViTs with the config's activations, so the weights were trained with those."""
+    declared = config.get("timm_override_act_layers")
+    built = act_layers(get_vision_spec(vision_backbone))
+    if declared is not None and list(declared) != built:
+        raise ValueError(f"{source}: timm_override_act_layers {list(declared)} differ from the activations our "
+                         f"{vision_backbone!r} backbone uses ({built}); the weights would run with the wrong ones")
+
+
+def act_layers(spec: VisionSpec) -> list[str | None]:
+    """OpenVLA's ``timm_override_act_layers`` for a vision spec: one per timm model (None: timm's default)."""
+    return [spec.act_layer(i) for i in range(len(spec.timm_ids))]
+
+
+def keep_sentencepiece_model(vla: VLA, checkpoint_dir: Path, tokenizer_override: str | os.PathLike | None) -> None:
+    """Point the tokenizer at the checkpoint's own ``tokenizer.model`` (it was loaded from a staged copy that is
+    gone now), so an export ships the very SentencePiece model the checkpoint came with."""
+    model_file = checkpoint_dir / SENTENCEPIECE_FILE
+    if tokenizer_override is None and model_file.is_file():
+        vla.tokenizer.vocab_file = str(model_file)
 
 
 def hf_llm_config(config: Mapping[str, Any]) -> PreTrainedConfig:
@@ -400,16 +566,39 @@ def _load_prismatic(path: Path, dtype: torch.dtype | None, tokenizer_path: str |
     if absent:
         raise ValueError(f"{checkpoint} lacks model components {absent} (saved with only trainable modules?)")
     flat = {f"{component}.{key}": value for component in PRISMATIC_COMPONENTS for key, value in model[component].items()}
-    embed = flat.get("llm_backbone.llm.model.embed_tokens.weight")
-    if embed is None:
-        raise ValueError(f"{checkpoint} has no LLM embedding matrix 'llm_backbone: llm.model.embed_tokens.weight'")
-    llm_config = AutoConfig.for_model(**{**get_llm_spec(vla_config.llm_backbone).architecture, "vocab_size": embed.shape[0]})
+    llm_config = prismatic_llm_config(flat, vla_config.llm_backbone, config.get("text_config") or {},
+                                      f"{checkpoint} (config: {run_dir / 'config.json'})")
     with tokenizer_source(tokenizer_path, run_dir) as tokenizer:
         vla = empty_vla(vla_config, norm_stats, llm_config, tokenizer)
-    fused = vla.vision_backbone.fused_featurizer is not None
-    mapping = {key: from_prismatic_name(key, fused, vla_config.projector) for key in flat}
+    mapping = {key: from_prismatic_name(key, vla_config.vision_backbone, vla_config.projector) for key in flat}
     check_keys(vla, mapping, {k: tuple(v.shape) for k, v in flat.items()}, str(checkpoint))
     return assign_weights(vla, ((mapping[k], cast_floating(v, dtype)) for k, v in flat.items()))
+
+
+def prismatic_llm_config(flat: Mapping[str, torch.Tensor], llm_backbone: str, text_config: Mapping[str, Any],
+                         source: str) -> PreTrainedConfig:
+    """A Prismatic checkpoint's LLM config: the registry's for ``llm_backbone`` (Prismatic's is the named LLM's
+    HF config), with the sizes the tensors fix (vocabulary, width, MLP width, depth, key/value heads), and
+    ``text_config`` (from the run's ``config.json``) over both. Head counts are not in the shapes: an LLM
+    narrower or wider than the registry's must give ``num_attention_heads`` there."""
+    prefix = "llm_backbone.llm.model."
+    embed = flat.get(prefix + "embed_tokens.weight")
+    gate = flat.get(prefix + "layers.0.mlp.gate_proj.weight")
+    keys = flat.get(prefix + "layers.0.self_attn.k_proj.weight")
+    if embed is None or gate is None or keys is None:
+        raise ValueError(f"{source} lacks the Llama tensors that size its LLM (llm_backbone: llm.model."
+                         "embed_tokens.weight, layers.0.mlp.gate_proj.weight, layers.0.self_attn.k_proj.weight)")
+    registry = dict(get_llm_spec(llm_backbone).architecture)
+    depth = 1 + max(int(k[len(prefix + "layers."):].split(".")[0]) for k in flat if k.startswith(prefix + "layers."))
+    sizes = {"vocab_size": embed.shape[0], "hidden_size": embed.shape[1], "intermediate_size": gate.shape[0],
+             "num_hidden_layers": depth}
+    if sizes["hidden_size"] != registry["hidden_size"] and "num_attention_heads" not in text_config:
+        raise ValueError(f"{source}: the LLM is {sizes['hidden_size']} wide, not {llm_backbone}'s "
+                         f"{registry['hidden_size']}, and its attention head count is not in the tensors' shapes; "
+                         "add \"text_config\": {\"num_attention_heads\": <heads>} to the run's config.json")
+    heads = text_config.get("num_attention_heads", registry["num_attention_heads"])
+    sizes["num_key_value_heads"] = keys.shape[0] * heads // sizes["hidden_size"]
+    return AutoConfig.for_model(**{**registry, **sizes, **text_config})
 
 
 def _prismatic_paths(path: Path) -> tuple[Path, Path]:
@@ -453,10 +642,14 @@ def names_from_openvla_ids(vision_id: str, llm_id: str, arch_specifier: str, res
 
 def empty_vla(config: VLAConfig, norm_stats: Mapping[str, Any], llm_config: PreTrainedConfig,
               tokenizer_path: Path | None) -> VLA:
-    """A VLA skeleton on the meta device (no memory); its LLM is built from the checkpoint's own config."""
-    registry_width = get_llm_spec(config.llm_backbone).architecture["hidden_size"]
-    if llm_config.hidden_size != registry_width:
-        raise ValueError(f"Checkpoint LLM hidden_size {llm_config.hidden_size} != {config.llm_backbone}'s {registry_width}")
+    """A VLA skeleton on the meta device (no memory). Its LLM is built from the checkpoint's own config, as
+    OpenVLA's code does, so the projector's output follows that LLM's width (a derived checkpoint may carry a
+    smaller Llama than the one its ``llm_backbone_id`` names); the registry entry gives tokenizer and prompt.
+    Where that LLM is not the registry's, the config records it (``llm_architecture``), so the model saves and
+    rebuilds as itself."""
+    architecture = llm_architecture(llm_config)
+    if architecture != _registry_llm_architecture(config.llm_backbone):
+        config = replace(config, llm_architecture=architecture)
     with torch.device("meta"):
         return VLA(config, norm_stats=norm_stats, tokenizer_path=str(tokenizer_path) if tokenizer_path else None,
                    llm_config=llm_config)
@@ -519,13 +712,42 @@ def cast_floating(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tens
     return tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype)
 
 
-def _text_config(llm_config, dtype: str) -> dict[str, Any]:
-    """The LLM config as OpenVLA stores it: differences from ``LlamaConfig`` defaults."""
-    text = {k: v for k, v in llm_config.to_diff_dict().items() if k not in ("transformers_version", "architectures", "dtype")}
-    rope = text.get("rope_parameters") or {}
-    if "rope_theta" in rope:  # transformers 4.x (OpenVLA's pin) reads the flat field
+def llm_architecture(llm_config: PreTrainedConfig) -> dict[str, Any]:
+    """``model_type``, ``vocab_size`` and the fields of ``llm_config`` that differ from its class's defaults:
+    what rebuilds it (:attr:`VLAConfig.llm_architecture`). The padding id is left out (the tokenizer sets it)."""
+    defaults = type(llm_config)().to_dict()
+    differing = {k: v for k, v in llm_config.to_dict().items()
+                 if k not in _UNSTORED_TEXT_KEYS and k != "pad_token_id" and v != defaults.get(k, _ABSENT)}
+    if differing.get("head_dim") == llm_config.hidden_size // llm_config.num_attention_heads:
+        del differing["head_dim"]  # derived (and unknown to transformers 4.40.1)
+    if differing.get("num_key_value_heads") == llm_config.num_attention_heads:
+        del differing["num_key_value_heads"]  # unset means "as many as the attention heads" in both versions
+    return {"model_type": llm_config.model_type, **differing, "vocab_size": llm_config.vocab_size}
+
+
+def _registry_llm_architecture(llm_backbone: str) -> dict[str, Any]:
+    """:func:`llm_architecture` of what the registry builds for ``llm_backbone`` (vocabulary padded as Prismatic)."""
+    spec = get_llm_spec(llm_backbone)
+    return llm_architecture(AutoConfig.for_model(**{**spec.architecture, "vocab_size": spec.padded_vocab_size()}))
+
+
+def _text_config(llm_config: PreTrainedConfig, dtype: str) -> dict[str, Any]:
+    """The LLM config as OpenVLA stores it: the keys that differ from the config class's defaults (OpenVLA
+    rebuilds the rest from those defaults, which agree between transformers 4.40.1 and 5 for Llama's
+    architecture keys), in the fields transformers 4.40.1 reads."""
+    text = llm_architecture(llm_config)
+    del text["model_type"]
+    rope = text.pop("rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"OpenVLA's transformers 4.40.1 cannot express this LLM's rope_parameters {rope}")
+    if "rope_theta" in rope:  # 4.40.1 reads the flat field
         text["rope_theta"] = rope["rope_theta"]
-    return {**text, "model_type": llm_config.model_type, "vocab_size": llm_config.vocab_size, "torch_dtype": dtype}
+    return {**text, "model_type": llm_config.model_type, "vocab_size": llm_config.vocab_size,
+            "pad_token_id": llm_config.pad_token_id, "torch_dtype": dtype}
+
+
+_UNSTORED_TEXT_KEYS = ("transformers_version", "architectures", "dtype", "torch_dtype", "_name_or_path", "model_type")
+_ABSENT = object()
 
 
 def _preprocessor_config(vla: VLA, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -536,10 +758,7 @@ def _preprocessor_config(vla: VLA, config: Mapping[str, Any]) -> dict[str, Any]:
     stds = transform.std.view(n, 3).tolist()
     naive = transform.resize_strategy == "resize-naive"
     return {
-        "auto_map": {
-            "AutoImageProcessor": f"{OPENVLA_CODE_REPO}--processing_prismatic.PrismaticImageProcessor",
-            "AutoProcessor": f"{OPENVLA_CODE_REPO}--processing_prismatic.PrismaticProcessor",
-        },
+        "auto_map": dict(PROCESSOR_AUTO_MAP),
         "image_processor_type": "PrismaticImageProcessor",
         "processor_class": "PrismaticProcessor",
         "use_fused_vision_backbone": config["use_fused_vision_backbone"],
@@ -581,8 +800,9 @@ def _write_shards(tensors: Mapping[str, torch.Tensor], out: Path, max_shard_size
 
 
 def _openvla_id(table: Mapping[str, str], ours: str, what: str) -> str:
+    """OpenVLA's id for our registry name; a ``tiny-*`` test variant takes its full-size architecture's id."""
     for theirs, name in table.items():
-        if name == ours:
+        if name.removeprefix("tiny-") == ours.removeprefix("tiny-"):
             return theirs
     raise ValueError(f"OpenVLA has no {what} id for {ours!r}; exportable: {sorted(table.values())}")
 

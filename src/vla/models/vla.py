@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 from transformers.utils import ModelOutput
 
 from vla.contract.processor import VLAProcessor
@@ -65,12 +65,15 @@ class VLA(nn.Module):
         """Build the backbones, projector and tokenizers ``config`` names.
 
         ``tokenizer_path``: a saved tokenizer (exports, checkpoints) instead of the registry's.
-        ``llm_config``: a checkpoint's own LLM architecture instead of the registry's (OpenVLA import).
+        ``llm_config``: a checkpoint's own LLM architecture instead of the registry's (OpenVLA import); without
+        it, ``config.llm_architecture`` (where an imported model recorded its own) or the registry's.
         ``training_info``: how the weights were trained (data, mixture, steps, ``image_aug``, ...), as
         checkpoints and exports record it; {} when unknown (e.g. OpenVLA's releases).
         """
         super().__init__()
         self.config = config
+        if llm_config is None and config.llm_architecture is not None:
+            llm_config = AutoConfig.for_model(**config.llm_architecture)
         self.vision_backbone = VisionBackbone(config.vision_backbone, pretrained=config.pretrained_vision,
                                               resize_strategy=config.image_resize_strategy)
         self.llm_backbone = LLMBackbone(config.llm_backbone, pretrained=config.pretrained_llm, tokenizer_path=tokenizer_path,
@@ -179,6 +182,7 @@ class VLA(nn.Module):
         if language is not None:
             language = language.repeat_interleave(views, dim=0)
         features = self.vision_backbone(pixel_values, language)
+        features = features.to(next(self.projector.parameters()).dtype)  # towers may run in another dtype (Policy)
         patches = self.projector(features.reshape(batch, views * features.shape[1], features.shape[2]))
         size = self.config.proprio_dim
         if not size:
