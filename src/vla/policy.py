@@ -51,13 +51,18 @@ class Policy:
 
     def __init__(self, model: VLA, unnorm_key: str | None = None, preprocessing: str = "none",
                  center_crop: bool = False, image_size: int = 224,
-                 proprio_from_state: Sequence[int | None] | None = None, compile_decoding: bool = False):
+                 proprio_from_state: Sequence[int | None] | None = None, compile_decoding: bool = False,
+                 vision_dtype: str | None = None):
         """``proprio_from_state`` rearranges an observation's ``state`` into the training data's proprio
         layout: proprio[j] = state[i] for each index i (None: a zero pad), e.g. the sim's 7-D state into
         the 8-D ``vla_sim`` proprio ``[0, 1, 2, 3, 4, 5, None, 6]``; None: the state as it is.
         ``compile_decoding``: token models decode with a static KV cache and a compiled decode step
         (CUDA graphs on a GPU: 2.4x faster decoding at 7B on an H200; the first call per batch size
-        compiles), see :mod:`vla.models.decoding`."""
+        compiles), see :mod:`vla.models.decoding`.
+        ``vision_dtype`` (``"bfloat16"``): cast the model's vision towers to that dtype, in place; the
+        projector and LLM keep theirs. On a CPU with AVX512-BF16 the towers, most of a call's time, run
+        ~2x faster; their features move by ~1% (relative), so tokens near a bin edge can change
+        (docs/benchmarks.md, "predict_action vs OpenVLA's HF code"). None: as loaded."""
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"Unknown preprocessing {preprocessing!r}; choose one of {PREPROCESSING}")
         if center_crop and preprocessing != "openvla-eval":
@@ -70,6 +75,8 @@ class Policy:
         self.proprio_from_state = None if proprio_from_state is None else list(proprio_from_state)
         if compile_decoding and model.config.action_head != "tokens":
             raise ValueError("compile_decoding speeds up token decoding; this model's chunk head decodes in one pass")
+        if vision_dtype is not None:
+            model.vision_backbone.to(float_dtype(vision_dtype, "vision_dtype"))
         self.decoder = None
         if compile_decoding:  # CUDA graphs on a GPU; inductor's default mode elsewhere
             mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
@@ -291,7 +298,7 @@ def load_policy(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str =
 
     ``quantize`` (``8bit`` / ``4bit``) swaps the LLM's decoder linears for bitsandbytes layers;
     ``policy_options`` go to :class:`Policy` (``unnorm_key``, ``preprocessing``, ``center_crop``,
-    ``compile_decoding``, ...).
+    ``compile_decoding``, ``vision_dtype``, ...).
     """
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be null or one of {QUANTIZE_MODES}, got {quantize!r}")

@@ -162,6 +162,7 @@ class VisionBackbone(nn.Module):
         dtype = next(self.featurizer.parameters()).dtype
         views = torch.split(self.image_transform.normalize(pixel_values).to(dtype), 3, dim=1)
         if self.film:
+            language = language.to(dtype)
             features = [film_patches(m, v, language, len(m.blocks) - 2) for m, v in zip(self.featurizers, views)]
         else:
             features = [_second_to_last_patches(m, v) for m, v in zip(self.featurizers, views)]
@@ -169,7 +170,10 @@ class VisionBackbone(nn.Module):
 
 
 def _second_to_last_patches(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    (patches,) = vit.get_intermediate_layers(images, n={len(vit.blocks) - 2})
+    """Patch features after the second-to-last block; the last block is never run (Prismatic's
+    ``get_intermediate_layers`` runs it and discards it: ~4% of a DinoSigLIP forward)."""
+    (patches,) = vit.forward_intermediates(images, indices=[len(vit.blocks) - 2], stop_early=True,
+                                           output_fmt="NLC", intermediates_only=True)
     return patches
 
 

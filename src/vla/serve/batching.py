@@ -7,6 +7,8 @@ the event loop keeps accepting requests and the model is never entered twice at 
 actions [D] or chunks [K, D]; each request gets its own row.
 ``max_batch_size=1`` turns batching off: every request runs alone, without waiting. When a batched
 call raises, its requests are rerun one at a time, so one bad request fails only itself.
+:meth:`MicroBatcher.stats` also sums where requests wait: in the queue before their model call
+(``queue_wait_s``, which includes the gathering window, ``gather_s``) and in model calls (``predict_s``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,6 +38,7 @@ class _Pending:
     unnorm_key: str | None
     result: asyncio.Future
     proprio: np.ndarray | None = None
+    submitted: float = field(default_factory=time.perf_counter)
 
     @property
     def group(self) -> tuple:
@@ -57,6 +61,9 @@ class MicroBatcher:
         self.requests_served = 0
         self.batches_run = 0
         self.largest_batch = 0
+        self.queue_wait_s = 0.0  # over requests: submitted -> their model call starts
+        self.gather_s = 0.0  # over batches: first request taken -> batch closed (the max_wait_ms window)
+        self.predict_s = 0.0  # over model calls (preprocessing, model, un-normalization)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -83,9 +90,10 @@ class MicroBatcher:
         await self._queue.put(_Pending(image, instruction, unnorm_key, future, proprio))
         return await future
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | float]:
         return {"requests_served": self.requests_served, "batches_run": self.batches_run,
-                "largest_batch": self.largest_batch, "max_batch_size": self.max_batch_size}
+                "largest_batch": self.largest_batch, "max_batch_size": self.max_batch_size,
+                "queue_wait_s": self.queue_wait_s, "gather_s": self.gather_s, "predict_s": self.predict_s}
 
     async def _run(self) -> None:
         while True:
@@ -99,6 +107,7 @@ class MicroBatcher:
     async def _gather(self) -> list[_Pending]:
         loop = asyncio.get_running_loop()
         batch = [await self._queue.get()]
+        started = time.perf_counter()
         deadline = loop.time() + self.max_wait_s
         while len(batch) < self.max_batch_size:
             if not self._queue.empty():
@@ -111,6 +120,7 @@ class MicroBatcher:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
             except TimeoutError:
                 break
+        self.gather_s += time.perf_counter() - started
         return batch
 
     async def _predict(self, items: list[_Pending]) -> None:
@@ -125,11 +135,14 @@ class MicroBatcher:
         if live[0].proprio is not None:
             call = functools.partial(call, proprio=[item.proprio for item in live])
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        self.queue_wait_s += sum(started - item.submitted for item in live)
         try:
             actions = await loop.run_in_executor(self._executor, call)
         except Exception as err:  # the worker keeps serving whatever the model raises
             await self._fail(live, err)
             return
+        self.predict_s += time.perf_counter() - started
         self.batches_run += 1
         self.requests_served += len(live)
         self.largest_batch = max(self.largest_batch, len(live))
