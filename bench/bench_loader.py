@@ -174,7 +174,7 @@ def stage_breakdown(prepared: Path, processor, samples: int) -> dict[str, float]
     tokenized = [processor.training_sample(image, text, action) for image, text, action in zip(images, instructions, actions)]
     batches = [processor.collate(tokenized[i:i + BATCH]) for i in range(0, samples - BATCH + 1, BATCH)]
     augmentation = OpenVLAAugmentation()
-    params = [torch.from_numpy(np.stack([augmentation.sample(SIZE, SIZE, np.random.default_rng(i)).as_array()
+    params = [torch.from_numpy(np.stack([augmentation.sample(np.random.default_rng(i)).as_array()
                                          for i in range(j, j + BATCH)])) for j in range(0, len(batches) * BATCH, BATCH)]
     batched = len(batches) * BATCH
     stages = {

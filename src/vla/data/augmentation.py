@@ -1,70 +1,62 @@
 """OpenVLA's training-time image augmentation, seeded so a data stream stays reproducible.
 
-OpenVLA (dlimp ``augment_image``) applies, in this order and clipping to [0, 1] after each op:
-random resized crop (scale 0.9, ratio 1.0, bilinear resize back), brightness (additive delta in
-[-0.2, 0.2]), contrast (factor in [0.8, 1.2] around each channel's mean), saturation (factor in
-[0.8, 1.2] on HSV saturation) and hue (shift in [-0.05, 0.05] of the colour circle). Each op is a
-function with explicit parameters (:func:`crop_and_resize`, :func:`adjust_brightness`,
-:func:`adjust_contrast`, :func:`adjust_saturation`, :func:`adjust_hue`) reproducing the ``tf.image``
-definition in numpy; ``tests/test_augmentation_tf.py`` measures each against TensorFlow. It runs on
-the image already resized to the backbone's resolution.
+OpenVLA runs dlimp's ``augment_image`` with ``image_augment_kwargs`` (random resized crop scale 0.9
+ratio 1, brightness 0.2, contrast and saturation [0.8, 1.2], hue 0.05) on the uint8 image already
+resized to the backbone's resolution: ``convert_image_dtype`` to float32 (``x * float32(1/255)``),
+then in float32, clipping to [0, 1] after each op, ``tf.image.crop_and_resize`` on a normalised box
+of ``sqrt(0.9)`` per side at offsets in ``[0, 1 - sqrt(0.9)]`` (bilinear, back to the input size),
+brightness, contrast, saturation and hue, and ``convert_image_dtype(saturate=True)`` back to uint8
+(``x * 255.5`` clipped to [0, 255] and truncated). Each op is a numpy function with explicit
+parameters (:func:`crop_and_resize`, :func:`adjust_brightness`, :func:`adjust_contrast`,
+:func:`adjust_saturation`, :func:`adjust_hue`).
 
-Measured against TensorFlow (float32 images in [0, 1]; see the test for the bounds):
+OpenVLA seeds every op of one image with the same seed, so all its parameters come from one
+uniform draw ``u`` (23-bit float32, as TF's ``stateless_random_uniform``): offsets ``u (1 -
+sqrt(0.9))`` on both axes, brightness ``-0.2 + 0.4 u``, contrast and saturation ``0.8 + 0.4 u``,
+hue ``-0.05 + 0.1 u``, each in TF's float32 arithmetic. :meth:`OpenVLAAugmentation.sample` draws
+that ``u`` from the sample's generator (one draw per image; this replaced the integer-pixel PIL crop
+and five independent draws, so seeded streams changed once).
 
-* brightness: identical (max |diff| 0); contrast: 4.8e-7 (its mean is accumulated in float64, then float32).
-* saturation / hue: one RGB -> HSV -> RGB round trip each, as TF's fused kernels; max |diff| 9.8e-7 / 9.5e-7.
-* crop: :func:`crop_and_resize` is ``tf.image.crop_and_resize`` (normalised box, corners mapped to
-  ``y1 * (H - 1)`` .. ``y2 * (H - 1)``, bilinear, 0 outside the image): identical on dlimp's boxes.
-  :class:`OpenVLAAugmentation` itself keeps the uint8 PIL crop it has always used (so seeded data
-  streams do not change): an integer ``top``/``left`` window of ``round(side * sqrt(0.9))`` pixels
-  resized back with PIL bilinear, i.e. pixel-centre sampling ``y = top + (i + 0.5) * crop_h / H - 0.5``.
-  That is the same bilinear interpolation as TF with the box :func:`pil_crop_box`, to within uint8
-  rounding (PIL rounds to uint8 after each of its two separable passes: <= 1/255, measured 0.99/255),
-  except where that grid reaches 0.03 px past the image edge (``top == 0`` or a crop flush with the
-  bottom/right): PIL clamps to the edge pixel where
-  TF would fill 0. dlimp's own box (continuous offsets in ``[0, 1 - sqrt(0.9)]``, zoom
-  ``sqrt(0.9) = 0.9487`` per side) is the same crop family: ours zooms by ``crop_h / H`` (213/224 =
-  0.9509 at 224 px) and draws integer offsets.
-* The pipeline converts back with ``round(x * 255)``; dlimp's ``convert_image_dtype`` truncates
-  ``x * 255.5`` (at most one uint8 level apart).
-* Saturation and hue share one HSV round trip in ``__call__`` (dlimp clips between them, a no-op:
-  HSV -> RGB with s, v in [0, 1] stays in [0, 1]); running them as two calls differs by float rounding.
+Measured against TensorFlow (tests/test_augmentation_tf.py, which also runs dlimp's sequence with
+TF's own draws): crop, brightness, conversions identical; contrast within 4.8e-7 (its mean is
+accumulated in float64, then float32); saturation / hue within 9.8e-7 / 9.5e-7 (the closed-form
+HSV round trip, not TF's fused kernels). After the final truncation the uint8 output equals TF's
+but for rare values one level apart (measured 7e-6 of them: 32 of 4.6M, 40 images with TF's draws).
 
 Two places to run it (``VLADataModule(augment_on=...)``): ``worker`` calls :class:`OpenVLAAugmentation`
-on each image in the loader workers; ``device`` has the workers only draw the parameters
-(:meth:`OpenVLAAugmentation.sample`, the same draws in the same order, packed by
+on each image in the loader workers; ``device`` has the workers only draw the parameters (packed by
 :meth:`AugmentationParams.as_array`) and :func:`augment_batch` applies them to the whole batch on the
-model's device: Pillow's fixed-point bilinear crop reproduced exactly, then the same float32 colour
-formulas (identical pixels on CPU; on other devices float32 rounding may move rare pixels by one level).
+model's device with the same float32 arithmetic (identical pixels on CPU; on other devices float32
+rounding may move rare pixels by one level).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """float RGB in [0, 1] (..., 3) -> HSV in [0, 1], as ``tf.image.rgb_to_hsv``."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    value = rgb.max(axis=-1)
-    delta = value - rgb.min(axis=-1)
-    safe_delta = np.where(delta > 0, delta, 1)
-    saturation = np.where(value > 0, delta / np.where(value > 0, value, 1), 0)
+    value = np.maximum(np.maximum(r, g), b)
+    delta = value - np.minimum(np.minimum(r, g), b)
+    saturation = np.divide(delta, value, out=np.zeros_like(value), where=value > 0)
+    safe_delta = np.where(delta > 0, delta, rgb.dtype.type(1))
     hue = np.where(value == r, (g - b) / safe_delta, np.where(value == g, 2 + (b - r) / safe_delta, 4 + (r - g) / safe_delta))
-    hue = np.where(delta > 0, (hue / 6) % 1.0, 0)
+    hue /= 6
+    hue = np.where(delta > 0, np.where(hue < 0, hue + 1, hue), 0)  # (hue / 6) mod 1, hue / 6 in [-1/6, 5/6)
     return np.stack([hue, saturation, value], axis=-1)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     """Inverse of :func:`rgb_to_hsv` (closed form: channel n = v - v s clip(min(k, 4 - k), 0, 1))."""
     h, s, v = hsv[..., 0:1], hsv[..., 1:2], hsv[..., 2:3]
-    k = (np.array([5, 3, 1], dtype=hsv.dtype) + h * 6) % 6
+    k = np.array([5, 3, 1], dtype=hsv.dtype) + h * 6  # in [1, 12) for h in [0, 1]: k mod 6 is exact
+    k = np.where(k >= 6, k - 6, k)
     return v - v * s * np.clip(np.minimum(k, 4 - k), 0, 1)
 
 
@@ -95,28 +87,12 @@ def crop_and_resize(image: np.ndarray, box: tuple[float, float, float, float], s
     top, bottom, dy, in_y = axis(y1, y2, height, out_h)
     left, right, dx, in_x = axis(x1, x2, width, out_w)
     dx = dx[None, :, None]
-    top_row = image[top][:, left] + (image[top][:, right] - image[top][:, left]) * dx
-    bottom_row = image[bottom][:, left] + (image[bottom][:, right] - image[bottom][:, left]) * dx
+    top_rows, bottom_rows = image.take(top, axis=0), image.take(bottom, axis=0)
+    top_left, bottom_left = top_rows.take(left, axis=1), bottom_rows.take(left, axis=1)
+    top_row = top_left + (top_rows.take(right, axis=1) - top_left) * dx
+    bottom_row = bottom_left + (bottom_rows.take(right, axis=1) - bottom_left) * dx
     out = top_row + (bottom_row - top_row) * dy[:, None, None]
     return np.where((in_y[:, None] & in_x[None, :])[..., None], out, np.float32(extrapolation_value)).astype(np.float32)
-
-
-def pil_crop_box(top: int, left: int, crop_h: int, crop_w: int, height: int, width: int) -> tuple[float, float, float, float]:
-    """The ``crop_and_resize`` box sampling the grid of :func:`pil_crop_and_resize` (same size out as in)."""
-    def span(start: int, crop: int, n: int) -> tuple[float, float]:
-        first = start + 0.5 * crop / n - 0.5  # pixel-centre sampling of output 0 and n - 1
-        last = start + (n - 0.5) * crop / n - 0.5
-        return first / (n - 1), last / (n - 1)
-
-    (y1, y2), (x1, x2) = span(top, crop_h, height), span(left, crop_w, width)
-    return y1, x1, y2, x2
-
-
-def pil_crop_and_resize(image: np.ndarray, top: int, left: int, crop_h: int, crop_w: int) -> np.ndarray:
-    """uint8 HxWx3: the ``crop_h`` x ``crop_w`` window at (``top``, ``left``) resized back to HxW, PIL bilinear."""
-    height, width = image.shape[:2]
-    box = (left, top, left + crop_w, top + crop_h)
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR, box=box))
 
 
 def adjust_brightness(x: np.ndarray, delta: float) -> np.ndarray:
@@ -137,9 +113,12 @@ def adjust_contrast(x: np.ndarray, factor: float) -> np.ndarray:
 
 def adjust_saturation_hue(x: np.ndarray, saturation: float = 1.0, hue_delta: float = 0.0) -> np.ndarray:
     """Scale HSV saturation by ``saturation`` (clipped to [0, 1]) and shift hue by ``hue_delta`` in one round trip."""
+    if not -1 <= hue_delta <= 1:
+        raise ValueError(f"hue delta must be in [-1, 1] (as tf.image.adjust_hue), got {hue_delta}")
     hsv = rgb_to_hsv(x)
     hsv[..., 1] = np.clip(hsv[..., 1] * np.float32(saturation), 0, 1)
-    hsv[..., 0] = (hsv[..., 0] + np.float32(hue_delta)) % 1.0
+    hue = hsv[..., 0] + np.float32(hue_delta)  # in [-1, 2) for |delta| <= 1 (TF's range): mod 1 as one shift
+    hsv[..., 0] = np.where(hue < 0, hue + 1, np.where(hue >= 1, hue - 1, hue))
     return hsv_to_rgb(hsv)
 
 
@@ -153,21 +132,50 @@ def adjust_hue(x: np.ndarray, delta: float) -> np.ndarray:
     return adjust_saturation_hue(x, hue_delta=delta)
 
 
+_FLOAT_MAX = np.float32(1.0)
+_UINT8_SCALE_IN = np.float32(1.0 / 255)  # convert_image_dtype uint8 -> float32
+_UINT8_SCALE_OUT = np.float32(255.5)  # convert_image_dtype float32 -> uint8: clip to [0, 255], truncate
+_UNIFORM_BITS = 23  # TF's float32 uniform: 23 random mantissa bits, a multiple of 2**-23 in [0, 1)
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1], as ``tf.image.convert_image_dtype``."""
+    return image.astype(np.float32) * _UINT8_SCALE_IN
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] -> uint8, as ``tf.image.convert_image_dtype(saturate=True)``: ``x * 255.5`` clipped, truncated."""
+    return np.clip(x * _UINT8_SCALE_OUT, 0, 255).astype(np.uint8)
+
+
+def _tf_uniform(u: np.float32, low: float, high: float) -> np.float32:
+    """``stateless_random_uniform(minval=low, maxval=high)`` for the unit draw ``u``: ``u (high - low) + low`` in float32."""
+    low, high = np.float32(low), np.float32(high)
+    return np.float32(u * (high - low) + low)
+
+
 @dataclass(frozen=True)
 class AugmentationParams:
-    """One draw of :class:`OpenVLAAugmentation`'s random parameters."""
+    """One image's parameters: dlimp's crop box (normalised ``y1, x1, y2, x2``) and the four colour factors.
 
-    top: int
-    left: int
-    crop_h: int
-    crop_w: int
+    All float32 values, so :meth:`as_array` carries them to the device path exactly.
+    """
+
+    y1: float
+    x1: float
+    y2: float
+    x2: float
     brightness: float
     contrast: float
     saturation: float
     hue: float
 
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return self.y1, self.x1, self.y2, self.x2
+
     def as_array(self) -> np.ndarray:
-        """The parameters as float32 [8] in field order (integers and float32 draws are exact in float32)."""
+        """The parameters as float32 [8] in field order."""
         return np.array(dataclasses.astuple(self), dtype=np.float32)
 
 
@@ -176,6 +184,8 @@ PARAMS_SIZE = len(dataclasses.fields(AugmentationParams))
 
 @dataclass(frozen=True)
 class OpenVLAAugmentation:
+    """dlimp's ``augment_image`` with OpenVLA's kwargs (crop ratio 1: the crop keeps the image's aspect)."""
+
     crop_area: float = 0.9
     brightness_delta: float = 0.2
     contrast_range: tuple[float, float] = (0.8, 1.2)
@@ -185,89 +195,98 @@ class OpenVLAAugmentation:
     def __post_init__(self) -> None:
         if not 0 < self.crop_area <= 1:
             raise ValueError(f"crop_area must be in (0, 1], got {self.crop_area}")
+        if not 0 <= self.hue_delta <= 0.5:
+            raise ValueError(f"hue_delta must be in [0, 0.5] (as tf.image.random_hue), got {self.hue_delta}")
 
-    def sample(self, height: int, width: int, rng: np.random.Generator) -> AugmentationParams:
-        """Draw the parameters of one image (the order of draws is part of the seeded stream: keep it)."""
-        side = math.sqrt(self.crop_area)  # ratio 1.0: the crop keeps the aspect, sqrt(area) per side
-        crop_h, crop_w = max(1, round(height * side)), max(1, round(width * side))
-        top = int(rng.integers(0, height - crop_h + 1))
-        left = int(rng.integers(0, width - crop_w + 1))
+    def params(self, u: float) -> AugmentationParams:
+        """The parameters dlimp derives from one image's unit draw ``u`` (every op of an image shares OpenVLA's seed).
+
+        random_resized_crop: scale ``uniform(crop_area, crop_area)``, ratio ``exp(uniform(log 1, log 1)) = 1``,
+        side ``clip(sqrt(scale / ratio), 0, 1)``, offsets ``uniform(0, 1 - side)``; then each colour factor.
+        """
+        u = np.float32(u)
+        scale = _tf_uniform(u, self.crop_area, self.crop_area)
+        ratio = np.exp(_tf_uniform(u, 0.0, 0.0))  # log(1.0) = 0 at both ends
+        height = np.clip(np.sqrt(scale / ratio), 0, _FLOAT_MAX)
+        width = np.clip(np.sqrt(scale * ratio), 0, _FLOAT_MAX)
+        top, left = _tf_uniform(u, 0.0, _FLOAT_MAX - height), _tf_uniform(u, 0.0, _FLOAT_MAX - width)
         return AugmentationParams(
-            top=top, left=left, crop_h=crop_h, crop_w=crop_w,
-            brightness=float(np.float32(rng.uniform(-self.brightness_delta, self.brightness_delta))),
-            contrast=float(np.float32(rng.uniform(*self.contrast_range))),
-            saturation=float(np.float32(rng.uniform(*self.saturation_range))),
-            hue=float(np.float32(rng.uniform(-self.hue_delta, self.hue_delta))),
+            y1=float(top), x1=float(left), y2=float(top + height), x2=float(left + width),
+            brightness=float(_tf_uniform(u, -self.brightness_delta, self.brightness_delta)),
+            contrast=float(_tf_uniform(u, *self.contrast_range)),
+            saturation=float(_tf_uniform(u, *self.saturation_range)),
+            hue=float(_tf_uniform(u, -self.hue_delta, self.hue_delta)),
         )
+
+    def sample(self, rng: np.random.Generator) -> AugmentationParams:
+        """Draw one image's parameters: exactly one draw from ``rng`` (part of the seeded stream: keep it so)."""
+        return self.params(np.float32(rng.integers(0, 1 << _UNIFORM_BITS)) * np.float32(2.0 ** -_UNIFORM_BITS))
 
     @staticmethod
     def apply(image: np.ndarray, params: AugmentationParams) -> np.ndarray:
-        """uint8 HxWx3 -> augmented uint8 HxWx3 with explicit parameters, clipping to [0, 1] after each op."""
+        """uint8 HxWx3 -> augmented uint8 HxWx3 with explicit parameters, in float32, clipping to [0, 1] after each op."""
         p = params
-        x = pil_crop_and_resize(image, p.top, p.left, p.crop_h, p.crop_w).astype(np.float32) / 255.0
+        x = np.clip(crop_and_resize(to_float(image), p.box), 0, 1)
         x = np.clip(adjust_brightness(x, p.brightness), 0, 1)
         x = np.clip(adjust_contrast(x, p.contrast), 0, 1)
-        x = np.clip(adjust_saturation_hue(x, p.saturation, p.hue), 0, 1)
-        return np.round(x * 255.0).astype(np.uint8)
+        x = np.clip(adjust_saturation(x, p.saturation), 0, 1)
+        x = np.clip(adjust_hue(x, p.hue), 0, 1)
+        return to_uint8(x)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """uint8 HxWx3 -> augmented uint8 HxWx3 of the same size; all randomness drawn from ``rng``."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
-        return self.apply(image, self.sample(*image.shape[:2], rng))
+        return self.apply(image, self.sample(rng))
 
 
 # ------------------------------------------------------------------------------------ batched torch
 # The same ops on a batch already on the model's device, with parameters drawn in the workers.
-_PIL_PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images (32 - 8 - 2 bits)
-# Images per pass on a CPU: each op's operands then stay in cache (measured 3.2-3.8 ms of CPU per
-# 224 px image in passes of 4, 3.9-7.9 ms in one pass of 32); a GPU takes the whole batch at once.
-_CPU_CHUNK = 4
+# Images per pass on a CPU: each op's float32 operands then stay in cache (measured on 2 cores, 224 px:
+# 2.7-3.4 ms per image in passes of 2, 3.6-6.0 in passes of 4, 6.6 in one pass of 32); a GPU takes the
+# whole batch at once.
+_CPU_CHUNK = 2
 
 
-def _pil_bilinear_taps(start: torch.Tensor, crop: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
-    """Pillow's bilinear taps for resizing the window ``start .. start + crop`` of an axis back to ``size``.
+def _crop_axis_batch(low: torch.Tensor, high: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """:func:`crop_and_resize`'s sampling of one axis per sample (output size = input size), float32 as TF's kernel.
 
-    Per sample and output index: the two source indices and their fixed-point weights, computed
-    as Pillow does (float64 centres ``start + (i + 0.5) * crop / size``, taps clipped to the image
-    and renormalised, weights rounded to ``2**22``), so the uint8 result is Pillow's exactly.
+    Returns the low / high source indices [N, size], the float32 weight of the high one and whether
+    the position lies inside the image (TF fills 0 outside).
     """
-    start, crop = start.to(torch.float64)[:, None], crop.to(torch.float64)[:, None]
-    center = start + (torch.arange(size, device=start.device, dtype=torch.float64) + 0.5) * (crop / size)
-    first = torch.clamp(torch.floor(center - 0.5), min=0)  # Pillow: (int)(center - support + 0.5), >= 0
-    stop = torch.clamp(torch.floor(center + 1.5), max=size)  # exclusive; support 1 for upscaling
-    weight0 = torch.clamp(1 - torch.abs(first + 0.5 - center), min=0)
-    weight1 = torch.where(stop - first > 1, torch.clamp(1 - torch.abs(first + 1.5 - center), min=0), 0.0)
-    total = weight0 + weight1
-    scale = float(1 << _PIL_PRECISION_BITS)
-    fixed0 = torch.floor(weight0 / total * scale + 0.5).to(torch.int32)
-    fixed1 = torch.floor(weight1 / total * scale + 0.5).to(torch.int32)
-    index0 = first.to(torch.int64)
-    index1 = torch.clamp(index0 + 1, max=size - 1)
-    return index0, index1, fixed0, fixed1
+    if size > 1:
+        step = (high - low) * float(size - 1) / float(size - 1)
+        position = low * float(size - 1) + torch.arange(size, device=low.device, dtype=torch.float32) * step
+    else:
+        position = (0.5 * (low + high) * float(size - 1)).expand(-1, 1)
+    floor = torch.floor(position)
+    inside = (position >= 0) & (position <= size - 1)
+    lower = torch.clamp(floor, 0, size - 1).to(torch.int64)
+    upper = torch.clamp(torch.ceil(position), 0, size - 1).to(torch.int64)
+    return lower, upper, position - floor, inside
 
 
-def _pil_resample_axis(x: torch.Tensor, taps: tuple[torch.Tensor, ...], dim: int) -> torch.Tensor:
-    """One Pillow pass along ``dim`` (2: rows, 3: columns) of uint8 [N, C, H, W], rounded and clipped to uint8 as Pillow does."""
-    index0, index1, fixed0, fixed1 = taps
-    shape = [x.shape[0], 1, 1, 1]
-    shape[dim] = index0.shape[1]
-    expand = list(x.shape)
-    expand[dim] = index0.shape[1]
+def crop_and_resize_batch(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """float32 [N, C, H, W] + normalised boxes [N, 4] (``y1, x1, y2, x2``) -> [N, C, H, W]: :func:`crop_and_resize` per sample."""
+    n, c, height, width = x.shape
+    y1, x1, y2, x2 = (b[:, None] for b in boxes.unbind(1))
+    top, bottom, dy, in_y = _crop_axis_batch(y1, y2, height)
+    left, right, dx, in_x = _crop_axis_batch(x1, x2, width)
 
-    def gather(index: torch.Tensor) -> torch.Tensor:  # gathering uint8 moves a quarter of the bytes of int32
-        return torch.gather(x, dim, index.view(shape).expand(expand)).to(torch.int32)
+    def rows(index: torch.Tensor) -> torch.Tensor:
+        return torch.gather(x, 2, index.view(n, 1, height, 1).expand(n, c, height, width))
 
-    acc = gather(index0) * fixed0.view(shape) + gather(index1) * fixed1.view(shape) + (1 << (_PIL_PRECISION_BITS - 1))
-    return torch.clamp(acc >> _PIL_PRECISION_BITS, 0, 255).to(torch.uint8)
+    def columns(image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return torch.gather(image, 3, index.view(n, 1, 1, width).expand(n, c, height, width))
 
-
-def crop_and_resize_batch(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, crop_h: torch.Tensor,
-                          crop_w: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 3, H, W] -> uint8 [N, 3, H, W]: :func:`pil_crop_and_resize` per sample, exactly."""
-    height, width = images.shape[-2:]
-    x = _pil_resample_axis(images, _pil_bilinear_taps(left, crop_w, width), dim=3)  # Pillow: horizontal pass first
-    return _pil_resample_axis(x, _pil_bilinear_taps(top, crop_h, height), dim=2)
+    dx = dx.view(n, 1, 1, width)
+    top_rows, bottom_rows = rows(top), rows(bottom)
+    top_left, bottom_left = columns(top_rows, left), columns(bottom_rows, left)
+    upper = top_left + (columns(top_rows, right) - top_left) * dx  # TF's order of float32 operations
+    lower = bottom_left + (columns(bottom_rows, right) - bottom_left) * dx
+    out = upper + (lower - upper) * dy.view(n, 1, height, 1)
+    inside = (in_y.view(n, 1, height, 1) & in_x.view(n, 1, 1, width))
+    return torch.where(inside, out, torch.zeros((), dtype=out.dtype, device=out.device))
 
 
 def _rgb_to_hsv_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -279,17 +298,31 @@ def _rgb_to_hsv_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     saturation = torch.where(value > 0, delta / torch.where(value > 0, value, 1), 0)
     hue = torch.where(value == r, (g - b) / safe_delta,
                       torch.where(value == g, 2 + (b - r) / safe_delta, 4 + (r - g) / safe_delta))
-    hue = torch.where(delta > 0, torch.remainder(hue / 6, 1.0), 0)
+    hue = hue / 6
+    hue = torch.where(delta > 0, torch.where(hue < 0, hue + 1, hue), 0)  # mod 1 as rgb_to_hsv: one shift
     return hue, saturation, value
+
+
+def _adjust_hsv_batch(x: torch.Tensor, saturation: torch.Tensor | float = 1.0,
+                      hue: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """:func:`adjust_saturation_hue` on float [N, 3, H, W], factors [N, 1, 1] or scalars, op for op."""
+    h, s, v = _rgb_to_hsv_batch(x)
+    s = torch.clamp(s * saturation, 0, 1)
+    h = h + hue  # mod 1 and mod 6 as shifts, as the numpy ops (exact; no division to round)
+    h = torch.where(h < 0, h + 1, torch.where(h >= 1, h - 1, h))
+    offsets = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)
+    k = offsets + (h * 6)[:, None]
+    k = torch.where(k >= 6, k - 6, k)
+    v, s = v[:, None], s[:, None]
+    return v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
 def augment_batch(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 3, H, W] + float32 [N, 8] (:meth:`AugmentationParams.as_array`) -> augmented uint8 [N, 3, H, W].
 
-    :meth:`OpenVLAAugmentation.apply` for a whole batch on its device: the crop is Pillow's
-    fixed-point bilinear resampling (bit-exact), the colour ops the same float32 formulas, so the
-    result is the per-sample numpy path's: identical on CPU; another device's float32 rounding may
-    move rare pixels by one level (the bound tests/test_device_augmentation.py allows).
+    :meth:`OpenVLAAugmentation.apply` for a whole batch on its device, the same float32 operations in
+    the same order: identical to the per-sample numpy path on CPU; another device's float32 rounding
+    may move rare pixels by one level (the bound tests/test_device_augmentation.py allows).
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} {list(images.shape)}")
@@ -299,20 +332,15 @@ def augment_batch(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     if images.device.type == "cpu" and images.shape[0] > _CPU_CHUNK:
         return torch.cat([augment_batch(chunk, chunk_params)
                           for chunk, chunk_params in zip(images.split(_CPU_CHUNK), params.split(_CPU_CHUNK))])
-    top, left, crop_h, crop_w, brightness, contrast, saturation, hue = (p.view(-1, 1, 1, 1) for p in params.unbind(1))
-    x = crop_and_resize_batch(images, top.flatten(), left.flatten(), crop_h.flatten(), crop_w.flatten())
-    x = x.to(torch.float32) / 255.0
+    brightness, contrast, saturation, hue = (p.view(-1, 1, 1, 1) for p in params[:, 4:].unbind(1))
+    x = images.to(torch.float32) * float(_UINT8_SCALE_IN)
+    x = torch.clamp(crop_and_resize_batch(x, params[:, :4]), 0, 1)
     x = torch.clamp(x + brightness, 0, 1)
     mean = x.mean(dim=(-2, -1), keepdim=True, dtype=torch.float64).to(torch.float32)  # as adjust_contrast
     x = torch.clamp((x - mean) * contrast + mean, 0, 1)
-    h, s, v = _rgb_to_hsv_batch(x)
-    s = torch.clamp(s * saturation[:, 0], 0, 1)
-    h = torch.remainder(h + hue[:, 0], 1.0)
-    offsets = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)
-    k = torch.remainder(offsets + (h * 6)[:, None], 6)
-    v, s = v[:, None], s[:, None]
-    x = torch.clamp(v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1), 0, 1)
-    return torch.round(x * 255.0).to(torch.uint8)
+    x = torch.clamp(_adjust_hsv_batch(x, saturation=saturation[:, 0]), 0, 1)
+    x = torch.clamp(_adjust_hsv_batch(x, hue=hue[:, 0]), 0, 1)
+    return torch.clamp(x * float(_UINT8_SCALE_OUT), 0, 255).to(torch.uint8)
 
 
 AUGMENT_PARAMS_KEY = "image_aug_params"  # batch key of the drawn parameters: float32 [B, 8] or [B, V, 8]

@@ -376,7 +376,7 @@ class _SampleDecoder:
         Decoding draws nothing, so drawing view after view here consumes the generator exactly as
         augmenting each view right after decoding it does: the two modes see the same parameters.
         """
-        params = np.stack([self.deferred_augmentation.sample(*image.shape[:2], rng).as_array() for image in images])
+        params = np.stack([self.deferred_augmentation.sample(rng).as_array() for _ in images])
         return torch.from_numpy(params[0] if len(images) == 1 else params)
 
     def _views(self, raw: RawSample, epoch: int) -> tuple[str, ...]:
