@@ -21,6 +21,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_BRIDGE = REPO_ROOT.parent / "shared" / "data" / "rlds" / "octo_bridge_debug"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Per-sample tensor ops are tiny; on a shared 2-core machine intra-op threads only contend.
+
+    Data-loader test modules use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def bridge_rlds_dir() -> Path:
     """The shared real Bridge RLDS sample (third-party data: read in place, never copied)."""

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import vla.data.datamodule as datamodule
 from vla.data import VLADataModule
@@ -32,16 +31,10 @@ from vla.data.shards import (
     write_shard,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TRAIN = "train-000000.tar"
 PRIMARY = image_member("primary")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture()

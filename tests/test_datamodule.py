@@ -20,6 +20,8 @@ from vla.contract.images import decode_jpeg, lanczos_resize
 from vla.contract.prompt import IGNORE_INDEX
 from vla.data.shards import CorruptShardError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ACTION_DIM = 7
 
 
@@ -70,15 +72,6 @@ def write_prepared(root: Path, name: str, splits: dict[str, tuple[int, int, int]
                 "splits": manifest_splits, "complete": True}
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Per-sample tensor ops are tiny; on a shared 2-core machine intra-op threads only contend."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

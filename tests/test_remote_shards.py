@@ -22,19 +22,14 @@ from vla.data import VLADataModule
 from vla.data.locations import UrlPath, as_location
 from vla.data.shards import CorruptShardError, iter_shard
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MIXTURE = {"vla_sim": 1.0, "bridge_orig": 2.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
-def local_root(tmp_path_factory) -> Path:
+def data_root(tmp_path_factory) -> Path:
+    """tests/test_datamodule.py's two prepared datasets, here the local side of each comparison."""
     root = tmp_path_factory.mktemp("prepared")
     write_prepared(root, "vla_sim", {"train": (6, 4, 3), "val": (2, 3, 1)}, seed=0)
     write_prepared(root, "bridge_orig", {"train": (5, 4, 2), "val": (1, 2, 1)}, seed=1)
@@ -42,13 +37,13 @@ def local_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
-def memory_root(local_root) -> Iterator[str]:
-    """A private copy of ``local_root`` in fsspec's memory filesystem, as a ``memory://`` URL."""
+def memory_root(data_root) -> Iterator[str]:
+    """A private copy of ``data_root`` in fsspec's memory filesystem, as a ``memory://`` URL."""
     fs = fsspec.filesystem("memory")
     base = f"/{uuid.uuid4().hex}/prepared"
-    for file in local_root.rglob("*"):
+    for file in data_root.rglob("*"):
         if file.is_file():
-            fs.pipe_file(f"{base}/{file.relative_to(local_root).as_posix()}", file.read_bytes())
+            fs.pipe_file(f"{base}/{file.relative_to(data_root).as_posix()}", file.read_bytes())
     yield f"memory://{base}"
     fs.rm(base, recursive=True)
 
@@ -71,9 +66,9 @@ def remote(memory_root: str, file: str) -> tuple[MemoryFileSystem, str]:
 
 
 @pytest.mark.parametrize(("scheme", "num_workers"), [("memory", 0), ("memory", 2), ("file", 2)])
-def test_url_root_gives_the_local_stream_and_resumes_exactly(local_root, memory_root, tiny_vla, scheme, num_workers):
-    url = memory_root if scheme == "memory" else f"file://{local_root}"
-    reference = list(make_dm(local_root, tiny_vla.processor, num_workers=num_workers).train_dataloader())
+def test_url_root_gives_the_local_stream_and_resumes_exactly(data_root, memory_root, tiny_vla, scheme, num_workers):
+    url = memory_root if scheme == "memory" else f"file://{data_root}"
+    reference = list(make_dm(data_root, tiny_vla.processor, num_workers=num_workers).train_dataloader())
     assert len(reference) == 9
 
     streamed = make_dm(url, tiny_vla.processor, num_workers=num_workers)
@@ -91,8 +86,8 @@ def test_url_root_gives_the_local_stream_and_resumes_exactly(local_root, memory_
     assert_same_batches(list(resumed.train_dataloader()), reference[3:])
 
 
-def test_url_root_gives_the_local_statistics_and_val_batches(local_root, memory_root, tiny_vla):
-    local, streamed = make_dm(local_root, tiny_vla.processor), make_dm(memory_root, tiny_vla.processor)
+def test_url_root_gives_the_local_statistics_and_val_batches(data_root, memory_root, tiny_vla):
+    local, streamed = make_dm(data_root, tiny_vla.processor), make_dm(memory_root, tiny_vla.processor)
     assert streamed.dataset_statistics == local.dataset_statistics
     assert_same_batches(list(streamed.val_dataloader()), list(local.val_dataloader()))
 
