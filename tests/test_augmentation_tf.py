@@ -11,8 +11,9 @@ import math
 import numpy as np
 import pytest
 
+from vla.contract.images import crop_and_resize, to_float, to_uint8
 from vla.data.augmentation import (AugmentationParams, OpenVLAAugmentation, adjust_brightness, adjust_contrast,
-                                   adjust_hue, adjust_saturation, crop_and_resize, to_float, to_uint8)
+                                   adjust_hue, adjust_saturation)
 
 tf = pytest.importorskip("tensorflow")
 

@@ -239,34 +239,62 @@ def resize_like_openvla(image: np.ndarray, size: int = 224) -> np.ndarray:
 def center_crop(image: np.ndarray, area: float = CENTER_CROP_AREA) -> np.ndarray:
     """Crop the central ``area`` fraction and resize back to the input size, as OpenVLA's eval does.
 
-    ``convert_image_dtype`` to float (``x * float32(1/255)``), ``tf.image.crop_and_resize`` with the
-    box ``(1 - sqrt(area)) / 2 .. (1 + sqrt(area)) / 2`` (bilinear, corners at pixel centres 0 and
-    H - 1), clip to [0, 1], and ``convert_image_dtype(saturate=True)`` back (``x * 255.5`` truncated),
-    all in float32 like TF.
+    :func:`to_float`, :func:`crop_and_resize` with the box ``(1 - sqrt(area)) / 2 .. (1 + sqrt(area)) / 2``,
+    clip to [0, 1] and :func:`to_uint8`, all in float32 like TF.
     """
     image = as_rgb_uint8(image)
     if not 0.0 < area <= 1.0:
         raise ValueError(f"center-crop area must be in (0, 1], got {area}")
-    height, width = image.shape[:2]
     side = np.clip(np.sqrt(np.float32(area)), np.float32(0), np.float32(1))
     low = (np.float32(1) - side) / np.float32(2)
     high = low + side
-    pixels = image.astype(np.float32) * np.float32(1.0 / 255)
-    y0, y1, wy = _crop_axis(low, high, height)
-    x0, x1, wx = _crop_axis(low, high, width)
-    wx = wx[None, :, None]
-    top = pixels[y0][:, x0] + (pixels[y0][:, x1] - pixels[y0][:, x0]) * wx
-    bottom = pixels[y1][:, x0] + (pixels[y1][:, x1] - pixels[y1][:, x0]) * wx
-    cropped = np.clip(top + (bottom - top) * wy[:, None, None], np.float32(0), np.float32(1))
-    return np.clip(cropped * np.float32(255.5), 0, 255).astype(np.uint8)
+    cropped = crop_and_resize(to_float(image), (low, low, high, high))
+    return to_uint8(np.clip(cropped, np.float32(0), np.float32(1)))
 
 
-def _crop_axis(low: np.float32, high: np.float32, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``crop_and_resize`` sampling of one axis (output size = input size): floor / ceil indices and float32 weights."""
-    if size == 1:  # TF samples the box centre times (size - 1): pixel 0
-        position = np.zeros(1, dtype=np.float32)
-    else:
-        step = (high - low) * np.float32(size - 1) / np.float32(size - 1)
-        position = low * np.float32(size - 1) + np.arange(size, dtype=np.float32) * step
-    floor = np.floor(position)
-    return floor.astype(np.int64), np.ceil(position).astype(np.int64), (position - floor).astype(np.float32)
+UINT8_TO_FLOAT_SCALE = np.float32(1.0 / 255)  # convert_image_dtype uint8 -> float32
+FLOAT_TO_UINT8_SCALE = np.float32(255.5)  # convert_image_dtype float32 -> uint8: clip to [0, 255], truncate
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1], as ``tf.image.convert_image_dtype``."""
+    return image.astype(np.float32) * UINT8_TO_FLOAT_SCALE
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] -> uint8, as ``tf.image.convert_image_dtype(saturate=True)``: ``x * 255.5`` clipped, truncated."""
+    return np.clip(x * FLOAT_TO_UINT8_SCALE, 0, 255).astype(np.uint8)
+
+
+def crop_and_resize(image: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int] | None = None,
+                    extrapolation_value: float = 0.0) -> np.ndarray:
+    """float HxWxC -> ``size`` (default HxW), as ``tf.image.crop_and_resize`` with one bilinear box.
+
+    ``box`` is ``(y1, x1, y2, x2)`` normalised: output row ``i`` samples source row
+    ``y1 (H - 1) + i (y2 - y1) (H - 1) / (out_h - 1)``; samples outside the image get ``extrapolation_value``.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    height, width = image.shape[:2]
+    out_h, out_w = size or (height, width)
+    y1, x1, y2, x2 = np.asarray(box, dtype=np.float32)  # TF's kernel: float32 box and coordinates
+
+    def axis(lo: np.float32, hi: np.float32, n_in: int, n_out: int):
+        if n_out > 1:
+            step = (hi - lo) * np.float32(n_in - 1) / np.float32(n_out - 1)
+            pos = lo * np.float32(n_in - 1) + np.arange(n_out, dtype=np.float32) * step
+        else:
+            pos = np.array([np.float32(0.5) * (lo + hi) * np.float32(n_in - 1)], dtype=np.float32)
+        inside = (pos >= 0) & (pos <= n_in - 1)
+        low = np.clip(np.floor(pos), 0, n_in - 1).astype(np.int64)
+        high = np.clip(np.ceil(pos), 0, n_in - 1).astype(np.int64)
+        return low, high, (pos - np.floor(pos)).astype(np.float32), inside
+
+    top, bottom, dy, in_y = axis(y1, y2, height, out_h)
+    left, right, dx, in_x = axis(x1, x2, width, out_w)
+    dx = dx[None, :, None]
+    top_rows, bottom_rows = image.take(top, axis=0), image.take(bottom, axis=0)
+    top_left, bottom_left = top_rows.take(left, axis=1), bottom_rows.take(left, axis=1)
+    top_row = top_left + (top_rows.take(right, axis=1) - top_left) * dx
+    bottom_row = bottom_left + (bottom_rows.take(right, axis=1) - bottom_left) * dx
+    out = top_row + (bottom_row - top_row) * dy[:, None, None]
+    return np.where((in_y[:, None] & in_x[None, :])[..., None], out, np.float32(extrapolation_value)).astype(np.float32)

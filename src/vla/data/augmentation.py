@@ -7,7 +7,7 @@ then in float32, clipping to [0, 1] after each op, ``tf.image.crop_and_resize`` 
 of ``sqrt(0.9)`` per side at offsets in ``[0, 1 - sqrt(0.9)]`` (bilinear, back to the input size),
 brightness, contrast, saturation and hue, and ``convert_image_dtype(saturate=True)`` back to uint8
 (``x * 255.5`` clipped to [0, 255] and truncated). Each op is a numpy function with explicit
-parameters (:func:`crop_and_resize`, :func:`adjust_brightness`, :func:`adjust_contrast`,
+parameters (:func:`vla.contract.images.crop_and_resize`, shared with eval's center crop; :func:`adjust_brightness`, :func:`adjust_contrast`,
 :func:`adjust_saturation`, :func:`adjust_hue`).
 
 OpenVLA seeds every op of one image with the same seed, so all its parameters come from one
@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vla.contract.images import FLOAT_TO_UINT8_SCALE, UINT8_TO_FLOAT_SCALE, crop_and_resize, to_float, to_uint8
+
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """float RGB in [0, 1] (..., 3) -> HSV in [0, 1], as ``tf.image.rgb_to_hsv``."""
@@ -61,40 +63,6 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- ops
-def crop_and_resize(image: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int] | None = None,
-                    extrapolation_value: float = 0.0) -> np.ndarray:
-    """float HxWxC -> ``size`` (default HxW), as ``tf.image.crop_and_resize`` with one bilinear box.
-
-    ``box`` is ``(y1, x1, y2, x2)`` normalised: output row ``i`` samples source row
-    ``y1 (H - 1) + i (y2 - y1) (H - 1) / (out_h - 1)``; samples outside the image get ``extrapolation_value``.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    height, width = image.shape[:2]
-    out_h, out_w = size or (height, width)
-    y1, x1, y2, x2 = np.asarray(box, dtype=np.float32)  # TF's kernel: float32 box and coordinates
-
-    def axis(lo: np.float32, hi: np.float32, n_in: int, n_out: int):
-        if n_out > 1:
-            step = (hi - lo) * np.float32(n_in - 1) / np.float32(n_out - 1)
-            pos = lo * np.float32(n_in - 1) + np.arange(n_out, dtype=np.float32) * step
-        else:
-            pos = np.array([np.float32(0.5) * (lo + hi) * np.float32(n_in - 1)], dtype=np.float32)
-        inside = (pos >= 0) & (pos <= n_in - 1)
-        low = np.clip(np.floor(pos), 0, n_in - 1).astype(np.int64)
-        high = np.clip(np.ceil(pos), 0, n_in - 1).astype(np.int64)
-        return low, high, (pos - np.floor(pos)).astype(np.float32), inside
-
-    top, bottom, dy, in_y = axis(y1, y2, height, out_h)
-    left, right, dx, in_x = axis(x1, x2, width, out_w)
-    dx = dx[None, :, None]
-    top_rows, bottom_rows = image.take(top, axis=0), image.take(bottom, axis=0)
-    top_left, bottom_left = top_rows.take(left, axis=1), bottom_rows.take(left, axis=1)
-    top_row = top_left + (top_rows.take(right, axis=1) - top_left) * dx
-    bottom_row = bottom_left + (bottom_rows.take(right, axis=1) - bottom_left) * dx
-    out = top_row + (bottom_row - top_row) * dy[:, None, None]
-    return np.where((in_y[:, None] & in_x[None, :])[..., None], out, np.float32(extrapolation_value)).astype(np.float32)
-
-
 def adjust_brightness(x: np.ndarray, delta: float) -> np.ndarray:
     """``tf.image.adjust_brightness``: add ``delta`` (no clipping)."""
     return x + np.float32(delta)
@@ -133,19 +101,7 @@ def adjust_hue(x: np.ndarray, delta: float) -> np.ndarray:
 
 
 _FLOAT_MAX = np.float32(1.0)
-_UINT8_SCALE_IN = np.float32(1.0 / 255)  # convert_image_dtype uint8 -> float32
-_UINT8_SCALE_OUT = np.float32(255.5)  # convert_image_dtype float32 -> uint8: clip to [0, 255], truncate
 _UNIFORM_BITS = 23  # TF's float32 uniform: 23 random mantissa bits, a multiple of 2**-23 in [0, 1)
-
-
-def to_float(image: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0, 1], as ``tf.image.convert_image_dtype``."""
-    return image.astype(np.float32) * _UINT8_SCALE_IN
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1] -> uint8, as ``tf.image.convert_image_dtype(saturate=True)``: ``x * 255.5`` clipped, truncated."""
-    return np.clip(x * _UINT8_SCALE_OUT, 0, 255).astype(np.uint8)
 
 
 def _tf_uniform(u: np.float32, low: float, high: float) -> np.float32:
@@ -333,14 +289,14 @@ def augment_batch(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return torch.cat([augment_batch(chunk, chunk_params)
                           for chunk, chunk_params in zip(images.split(_CPU_CHUNK), params.split(_CPU_CHUNK))])
     brightness, contrast, saturation, hue = (p.view(-1, 1, 1, 1) for p in params[:, 4:].unbind(1))
-    x = images.to(torch.float32) * float(_UINT8_SCALE_IN)
+    x = images.to(torch.float32) * float(UINT8_TO_FLOAT_SCALE)
     x = torch.clamp(crop_and_resize_batch(x, params[:, :4]), 0, 1)
     x = torch.clamp(x + brightness, 0, 1)
     mean = x.mean(dim=(-2, -1), keepdim=True, dtype=torch.float64).to(torch.float32)  # as adjust_contrast
     x = torch.clamp((x - mean) * contrast + mean, 0, 1)
     x = torch.clamp(_adjust_hsv_batch(x, saturation=saturation[:, 0]), 0, 1)
     x = torch.clamp(_adjust_hsv_batch(x, hue=hue[:, 0]), 0, 1)
-    return torch.clamp(x * float(_UINT8_SCALE_OUT), 0, 255).to(torch.uint8)
+    return torch.clamp(x * float(FLOAT_TO_UINT8_SCALE), 0, 255).to(torch.uint8)
 
 
 AUGMENT_PARAMS_KEY = "image_aug_params"  # batch key of the drawn parameters: float32 [B, 8] or [B, V, 8]
