@@ -11,7 +11,8 @@ Rows, all measured in this run on the same images, at equal cores (2 loader work
       The device step runs on ``--device`` (CUDA when present); without a GPU it runs on the same CPU
       cores, so the "loader + device" row is then the fair number;
   (c) the raw limit: PIL JPEG decode + bicubic resize in a plain single-process loop.
-A second table splits (a)'s per-sample cost into its stages, timed in one process, and times the
+A second table splits (a)'s per-sample cost into its stages, timed in one process, then times the whole
+no-augmentation loader in that process (the stages plus the stream: shuffle buffer, action checks, ...), and the
 augmentation alone (numpy per sample vs the batched torch step). Each row runs ``--rounds`` times,
 interleaved, and keeps its best round, because the machine is shared; the load average is printed
 before and after. Besides samples/s (wall clock), each row reports samples per CPU-second (its own
@@ -177,6 +178,11 @@ def stage_breakdown(prepared: Path, processor, samples: int) -> dict[str, float]
     params = [torch.from_numpy(np.stack([augmentation.sample(np.random.default_rng(i)).as_array()
                                          for i in range(j, j + BATCH)])) for j in range(0, len(batches) * BATCH, BATCH)]
     batched = len(batches) * BATCH
+
+    def whole_loader() -> None:
+        for _ in make_datamodule(prepared.parent, processor, samples, image_aug=False, num_workers=0).train_dataloader():
+            pass
+
     stages = {
         "read tar members": read,
         "JPEG decode (simplejpeg)": _ms_per(samples, lambda: [read_image(raw["image_primary.jpg"]) for raw in raws]),
@@ -185,6 +191,7 @@ def stage_breakdown(prepared: Path, processor, samples: int) -> dict[str, float]
             processor.training_sample(image, text, action) for image, text, action in zip(images, instructions, actions)]),
         "collate (stack + pad)": _ms_per(batched, lambda: [processor.collate(tokenized[i:i + BATCH])
                                                            for i in range(0, batched, BATCH)]),
+        "whole no-aug loader, 1 process (stages + stream)": _ms_per(samples, whole_loader),
         "OpenVLA aug, numpy, per image (worker)": _ms_per(samples, lambda: [
             augmentation(image, np.random.default_rng(i)) for i, image in enumerate(images)]),
         "OpenVLA aug, batched torch on CPU (device step)": _ms_per(batched, lambda: [

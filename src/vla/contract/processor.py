@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import default_collate
 
 from vla.contract.action_tokenizer import ActionTokenizer
 from vla.contract.image_transform import ImageTransform
@@ -140,7 +141,9 @@ class VLAProcessor:
         labels = pad_batch([s["labels"] for s in samples], IGNORE_INDEX)
         lengths = torch.tensor([s["input_ids"].shape[0] for s in samples])
         batch: dict[str, Any] = {
-            "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+            # default_collate stacks straight into shared memory in a DataLoader worker, so sending the batch to
+            # the main process does not copy the images again
+            "pixel_values": default_collate([s["pixel_values"] for s in samples]),
             "input_ids": input_ids,
             "labels": labels,
             "attention_mask": (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long(),

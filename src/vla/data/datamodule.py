@@ -69,6 +69,8 @@ _REQUIRED_MEMBERS = (ACTION_MEMBER, INSTRUCTION_MEMBER, PRIMARY_IMAGE)
 # episode, K of them, fewer where the episode ends first (the decoder repeats the last one).
 ACTION_CHUNK = "action_chunk"
 
+# Dataset choices of the mixture drawn per call (a single numpy choice costs ~9 us; a block of them, little more).
+_PICK_BLOCK = 1024
 RawSample = dict[str, Any]  # member bytes by field name + "__key__", "__shard__", "dataset_name"
 VerifyShards = Literal["first_read", "setup", "off"]
 AugmentOn = Literal["worker", "device"]
@@ -339,8 +341,13 @@ class _SampleDecoder:
     swapped_views: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     swap_seed: int = 0
 
+    @property
+    def draws(self) -> bool:
+        """Whether decoding uses the sample's generator (augmentation); streams build one per sample only then."""
+        return self.augmentation is not None or self.deferred_augmentation is not None
+
     def __call__(self, raw: RawSample, rng: np.random.Generator | None = None, epoch: int = 0) -> dict[str, Any]:
-        if (self.augmentation is not None or self.deferred_augmentation is not None) and rng is None:
+        if self.draws and rng is None:
             raise ValueError("augmentation needs a random generator")
         try:
             sample = self._decode(raw, rng, epoch)
@@ -394,7 +401,7 @@ class _SampleDecoder:
         image = lanczos_resize(read_image(jpeg), transform.image_size)
         if self.augmentation is not None:
             image = self.augmentation(image, rng)
-        return np.asarray(transform.resize(image))
+        return transform.resize_array(image)
 
     def _chunk(self, members: list[bytes], bounded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[K, D] actions (the last one repeated past the episode's end) and the bool [K] mask of those repeats."""
@@ -444,8 +451,9 @@ class _MixtureStream(IterableDataset):
         global_worker, total_workers = self.rank * num_workers + worker, self.world_size * num_workers
         raw = self._raw_stream(global_worker, total_workers)
         n_skip, n_total = skipped * self.batch_size, my_batches * self.batch_size
+        draws = self.decoder.draws
         for index, sample in enumerate(itertools.islice(raw, n_skip, n_total), start=n_skip):
-            rng = np.random.default_rng([self.seed, self.epoch, global_worker, index])
+            rng = np.random.default_rng([self.seed, self.epoch, global_worker, index]) if draws else None
             yield self.decoder(sample, rng, self.epoch)
 
     def _raw_stream(self, worker: int, num_workers: int) -> Iterator[RawSample]:
@@ -458,9 +466,11 @@ class _MixtureStream(IterableDataset):
             buffer = max(1, round(self.shuffle_buffer * weight)) if shuffle else 1
             endless = _endless_share(shards, name, worker, num_workers, rngs[2 * i], shuffle, self.check, self.layout)
             streams.append(_shuffle_buffer(endless, buffer, rngs[2 * i + 1]))
-        pick = rngs[-1]
+        pick = rngs[-1]  # serves only this choice, so drawing a block ahead changes nothing else
         while True:
-            yield next(streams[int(pick.choice(len(streams), p=self.weights))])
+            # One call per block: choice(size=n) draws the same uniforms, in the same order, as n single calls.
+            for choice in pick.choice(len(streams), size=_PICK_BLOCK, p=self.weights).tolist():
+                yield next(streams[choice])
 
 
 class _SequentialStream(IterableDataset):
