@@ -230,6 +230,18 @@ def test_forward_returns_a_chunk_output_with_mean_l1_loss():
     assert vla(**_chunk_inputs(batch)).loss is None
 
 
+def test_regression_loss_choices():
+    vla = _chunk_vla()
+    batch = _batch(vla)
+    inputs = dict(proprio=batch["proprio"], action_mask=batch["action_mask"], actions=batch["actions"])
+    args = (batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+    mse = vla(*args, regression_loss="mse", **inputs)
+    assert torch.allclose(mse.loss, (mse.predicted - batch["actions"]).square().mean())
+    assert not torch.allclose(mse.loss, vla(*args, **inputs).loss)  # the default stays OFT's L1
+    with pytest.raises(ValueError, match=r"regression_loss must be one of \['l1', 'mse'\], got 'huber'"):
+        vla(*args, regression_loss="huber", **inputs)
+
+
 def test_chunk_metrics_count_real_steps_only():
     vla = _chunk_vla(film=False)
     predicted = torch.zeros(2, K, D)

@@ -187,6 +187,7 @@ def test_tokens_model_keeps_its_output_head_trainable(tiny_vla):
     (("model.film=1",), "model.film=1", "true or false"),
     (("data.proprio=maybe",), "data.proprio='maybe'", "true or false"),
     (("head.name=diffusion",), "head.name='diffusion'", "one of tokens, l1"),
+    (("head=l1", "head.loss=huber"), "head.loss='huber'", "one of l1, mse"),
     (("module.lr_schedule=step-decay",), "module.lr_decay_after_steps=None",
      "an integer >= 1 with module.lr_schedule='step-decay'"),
 ])
@@ -194,6 +195,16 @@ def test_bad_chunk_settings_fail_before_any_work(tmp_path, overrides, named, all
     with pytest.raises(ConfigError) as error:
         train(compose_train(tmp_path / "run", tmp_path / "no-data", *overrides))
     assert named in str(error.value) and allowed in str(error.value), str(error.value)
+
+
+def test_regression_loss_is_for_chunk_heads(tiny_vla, chunk_vla):
+    from vla.training.module import VLATrainingModule
+
+    with pytest.raises(ValueError, match="regression_loss='mse' applies to chunk heads"):
+        VLATrainingModule(copy.deepcopy(tiny_vla), regression_loss="mse")
+    with pytest.raises(ValueError, match=r"Unknown regression_loss 'huber'; choose one of \('l1', 'mse'\)"):
+        VLATrainingModule(copy.deepcopy(chunk_vla), regression_loss="huber")
+    assert VLATrainingModule(copy.deepcopy(chunk_vla), regression_loss="mse").regression_loss == "mse"
 
 
 def test_unknown_head_lists_the_heads():
@@ -215,6 +226,18 @@ def test_one_source_sets_the_model_and_the_datamodule():
     assert (default.model.action_head, default.model.chunk_size, list(default.model.image_views), default.model.use_proprio,
             default.model.film, default.data.datamodule.chunk_size) == ("tokens", 1, ["primary"], False, False, 1)
     assert default.run_name == "tiny-dinosiglip-224px+tiny-llama__vla_sim__vla-full-train"  # token runs keep their names
+
+
+def test_sim_reach_chunk_is_the_measured_recipe():
+    cfg = compose_cli("train", "experiment=sim-reach-chunk")
+    assert (cfg.head.name, cfg.head.chunk_size, cfg.head.loss, cfg.module.regression_loss) == ("l1", 4, "mse", "mse")
+    assert cfg.run_name == "tiny-dinosiglip-112px+tiny-llama__vla_sim__vla-full-train__mse-k4"
+    embedded = OmegaConf.to_container(cfg.data.embedded, resolve=True)
+    assert {k: embedded[k] for k in ("suite", "n_objects", "episodes", "noise_std", "paired")} == {
+        "suite": "sim_reach", "n_objects": 3, "episodes": 1200, "noise_std": 0.0, "paired": True}
+    assert list(cfg.model.image_views) == ["primary", "wrist"] and cfg.model.use_proprio and cfg.model.film
+    assert (cfg.data.datamodule.batch_size, cfg.trainer.max_steps, cfg.module.learning_rate) == (32, 3000, 1e-3)
+    assert compose_cli("train", "head=l1").module.regression_loss == "l1"  # OFT's loss stays the l1 head's default
 
 
 def test_oft_libero_is_openvla_oft_finetune_py():

@@ -26,7 +26,7 @@ from vla.contract.prompt import IGNORE_INDEX, PromptTokenizer
 from vla.contract.action_tokenizer import ActionTokenizer
 from vla.models.config import VLAConfig
 from vla.models.film import FiLMedVisionTransformerBlock
-from vla.models.heads import ACTION_HEADS
+from vla.models.heads import ACTION_HEADS, REGRESSION_LOSSES
 from vla.models.llm import LLMBackbone
 from vla.models.projectors import ProprioProjector, build_projector
 from vla.models.vision import VisionBackbone
@@ -198,7 +198,8 @@ class VLA(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, *, proprio: torch.Tensor | None = None,
-                action_mask: torch.Tensor | None = None, actions: torch.Tensor | None = None):
+                action_mask: torch.Tensor | None = None, actions: torch.Tensor | None = None,
+                regression_loss: str = "l1"):
         """``tokens`` head without ``labels``: the HF causal-LM output (logits at every multimodal position).
 
         With ``labels``: a :class:`LabelledOutput` whose loss is HF's shifted causal-LM loss, with the
@@ -206,7 +207,8 @@ class VLA(nn.Module):
         ~290 positions of a 32k-wide vocabulary: the bulk of a small model's training compute).
 
         ``l1`` head: a :class:`ChunkOutput`; ``action_mask`` (True at the placeholders) is required,
-        ``actions`` [B, K, D] (normalized) gives the loss, ``labels`` (all ignored for l1) are unused.
+        ``actions`` [B, K, D] (normalized) gives the loss (``regression_loss``: ``l1`` as OFT, or ``mse``),
+        ``labels`` (all ignored for l1) are unused.
         """
         if self.config.action_head != "tokens":
             predicted = self.action_head(self._placeholder_states(pixel_values, input_ids, attention_mask, action_mask,
@@ -216,7 +218,10 @@ class VLA(nn.Module):
             if actions.shape != predicted.shape:
                 raise ValueError(f"actions must be [B, K, D] = {tuple(predicted.shape)}, got {tuple(actions.shape)}")
             actions = actions.to(device=predicted.device, dtype=torch.float32)
-            return ChunkOutput(loss=(predicted - actions).abs().mean(), predicted=predicted, actions=actions)
+            if regression_loss not in REGRESSION_LOSSES:
+                raise ValueError(f"regression_loss must be one of {sorted(REGRESSION_LOSSES)}, got {regression_loss!r}")
+            return ChunkOutput(loss=REGRESSION_LOSSES[regression_loss](predicted, actions), predicted=predicted,
+                               actions=actions)
         if action_mask is not None or actions is not None:
             raise ValueError("action_mask and actions are for chunk heads; this VLA's action_head is 'tokens'")
         embeds, mask, mm_labels = self.embed_multimodal(pixel_values, input_ids, attention_mask, labels, proprio=proprio)

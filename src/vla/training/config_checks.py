@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vla.data.registry import IMAGE_VIEWS
-from vla.models.heads import ACTION_HEADS
+from vla.models.heads import ACTION_HEADS, REGRESSION_LOSSES
 from vla.training.module import LR_SCHEDULES
 from vla.training.sharding import MIXED_PRECISION_POLICIES, fsdp_config_problem
 from vla.training.stages import STAGES
@@ -74,6 +74,7 @@ RULES: dict[str, Rule] = {
     "export": FLAG,
     "head.name": one_of(tuple(ACTION_HEADS)),
     "head.chunk_size": integer(1),
+    "head.loss": one_of(tuple(REGRESSION_LOSSES)),
     "data.image_views": VIEWS,
     "data.proprio": FLAG,
     "model.film": FLAG,

@@ -28,6 +28,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from vla.models.checkpoints import TRAINING_CHECKPOINT_KEY
+from vla.models.heads import REGRESSION_LOSSES
 from vla.models.vla import VLA
 from vla.training.peft import apply_lora, apply_qlora
 from vla.training.sharding import FSDPPlan
@@ -65,6 +66,7 @@ class VLATrainingModule(pl.LightningModule):
     """Trains ``vla`` in a given freeze ``stage`` (OpenVLA's AdamW, constant LR by default).
 
     ``lr_decay_after_steps`` / ``lr_decay_factor``: the ``step-decay`` schedule's one LR drop (OFT: 10x after 100K).
+    ``regression_loss``: a chunk head's loss (``l1`` as OFT, or ``mse``; ``vla.models.heads.REGRESSION_LOSSES``).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class VLATrainingModule(pl.LightningModule):
         lora: dict[str, Any] | None = None,
         fsdp: FSDPPlan | None = None,
         activation_checkpointing: bool = False,
+        regression_loss: str = "l1",
     ):
         super().__init__()
         self.run_info: dict[str, Any] = {}  # data, mixture, command: set by the run, stored for model cards
@@ -93,6 +96,12 @@ class VLATrainingModule(pl.LightningModule):
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
         if lr_schedule == "step-decay" and (lr_decay_after_steps is None or lr_decay_after_steps < 1):
             raise ValueError(f"lr_schedule 'step-decay' needs lr_decay_after_steps >= 1, got {lr_decay_after_steps}")
+        if regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"Unknown regression_loss {regression_loss!r}; choose one of {tuple(REGRESSION_LOSSES)}")
+        if regression_loss != "l1" and vla.config.action_head == "tokens":
+            raise ValueError(f"regression_loss={regression_loss!r} applies to chunk heads; the tokens head trains "
+                             "with cross-entropy over its action tokens")
+        self.regression_loss = regression_loss
         self.vla = vla.train()  # loaders hand out eval-mode models; Lightning keeps the mode it finds
         self.stage = stage
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
@@ -157,8 +166,10 @@ class VLATrainingModule(pl.LightningModule):
 
     def _shared_step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         """Forward with whatever the batch carries (proprio with ``data.proprio``; chunk targets for ``l1``)."""
+        chunk_loss = {"regression_loss": self.regression_loss} if self.chunked else {}
         out = self.vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"],
-                       proprio=batch.get("proprio"), action_mask=batch.get("action_mask"), actions=batch.get("actions"))
+                       proprio=batch.get("proprio"), action_mask=batch.get("action_mask"), actions=batch.get("actions"),
+                       **chunk_loss)
         batch_size = batch["input_ids"].shape[0]
         on_step = split == "train"
         if self.chunked:
