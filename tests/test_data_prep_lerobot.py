@@ -377,7 +377,7 @@ def test_train_py_runs_on_the_lerobot_shards(prepared_a, tmp_path):
 
     with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[
-            "data=lerobot_default", f"run_dir={tmp_path}", f"data.datamodule.data_root={prepared_a.parent}",
+            "data=lerobot_default", "model=tiny", "head=tokens", f"run_dir={tmp_path}", f"data.datamodule.data_root={prepared_a.parent}",
             "data.datamodule.batch_size=4", "data.datamodule.num_workers=0", "data.datamodule.shuffle_buffer=16",
             "trainer.accelerator=cpu", "trainer.max_steps=2", "trainer.limit_val_batches=1",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",

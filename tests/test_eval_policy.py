@@ -94,7 +94,7 @@ def test_config_selects_env_suite_and_defaults():
     cfg = _compose("checkpoint=x", "env=libero", "task_suite=libero_goal")
     assert cfg.env.suite._target_ == "vla.eval.envs.libero.LiberoSuite" and cfg.task_suite == "libero_goal"
     assert cfg.num_trials_per_task == 50 and cfg.env.num_steps_wait == 10 and cfg.center_crop is None  # null: from the checkpoint (trained with augmentation -> crop)
-    assert _compose("checkpoint=x").env.default_suite == "sim_all"
+    assert _compose("checkpoint=x").env.default_suite == "sim_reach"  # what the embedded default learns
 
 
 def test_eval_entry_on_the_sim_writes_results(tmp_path, tiny_vla):

@@ -162,7 +162,7 @@ def test_two_node_hsdp_slurm_launch_composes(tmp_path):
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", return_hydra_config=True, overrides=[
-            "launcher=submitit_slurm", "model=dinosiglip", "strategy=fsdp-hybrid", "precision=bf16-mixed",
+            "launcher=submitit_slurm", "model=dinosiglip", "head=tokens", "strategy=fsdp-hybrid", "precision=bf16-mixed",
             "trainer.num_nodes=2", "trainer.devices=8", "data.datamodule.batch_size=16",
             "trainer.accumulate_grad_batches=1", "hydra.launcher.partition=gpu",
         ])

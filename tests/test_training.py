@@ -22,10 +22,15 @@ from vla.policy import Policy
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The tests build on the token-head tiny model without proprio (OpenVLA's layout), unless they choose otherwise;
+# the embedded default (model=tiny-sim head=sim-chunk) has tests of its own (test_chunk_training.py).
+TOKEN_MODEL = ("model=tiny", "head=tokens", "data.proprio=false")
+
+
 def compose_train(run_dir: Path, data_root: Path, *overrides: str):
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return compose("train", overrides=[
-            f"run_dir={run_dir}", f"data.root={data_root.parent}", "data.embedded=null", f"data.datamodule.data_root={data_root}",
+            *TOKEN_MODEL, f"run_dir={run_dir}", f"data.root={data_root.parent}", "data.embedded=null", f"data.datamodule.data_root={data_root}",
             "data.datamodule.batch_size=4", "data.datamodule.num_workers=0", "data.datamodule.shuffle_buffer=64",
             "trainer.accelerator=cpu", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides,
@@ -238,7 +243,7 @@ def test_bad_group_choices_fail_at_compose_time_listing_choices(tmp_path, overri
 
 def _run_train_py(tmp_path: Path, data_root: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
-    args = [sys.executable, str(REPO / "train.py"), *(["-m"] if multirun else []),
+    args = [sys.executable, str(REPO / "train.py"), *(["-m"] if multirun else []), *TOKEN_MODEL,
             "data.embedded=null", f"data.datamodule.data_root={data_root}", "data.datamodule.batch_size=2",
             "data.datamodule.num_workers=0", "data.datamodule.shuffle_buffer=16", "trainer.accelerator=cpu",
             "trainer.limit_val_batches=1", "trainer.val_check_interval=2", "trainer.max_steps=2",
@@ -298,11 +303,11 @@ def test_embedded_data_made_with_other_generation_parameters_is_not_reused(tmp_p
     (tmp_path / "prepared" / "vla_sim" / "manifest.json").write_text("{}")
     with pytest.raises(ValueError, match="'suite': 'sim_all'.*pass another data.root"):
         ensure_embedded_data(cfg.data.embedded)
-    # demos recorded before `paired` existed were unpaired: still reused for the default config
+    # demos recorded before `paired` existed were unpaired: still reused by the config that made them (the earlier default)
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        default = compose("train", overrides=[f"data.root={tmp_path}"])
+        default = compose("train", overrides=["experiment=tiny-sim", f"data.root={tmp_path}"])
     ensure_embedded_data(default.data.embedded)
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        paired = compose("train", overrides=[f"data.root={tmp_path}", "data.embedded.paired=true"])
+        paired = compose("train", overrides=["experiment=tiny-sim", f"data.root={tmp_path}", "data.embedded.paired=true"])
     with pytest.raises(ValueError, match="'paired': False.*'paired': True"):
         ensure_embedded_data(paired.data.embedded)

@@ -117,6 +117,16 @@ def _head_chunk_size(cfg: DictConfig) -> str | None:
     return None
 
 
+def _head_for_data(cfg: DictConfig) -> str | None:
+    """A head preset made for one dataset (``head.only_for_data``: the embedded default's ``sim-chunk``) refuses the
+    others, so an OpenVLA run that forgets ``head=tokens`` fails at once instead of training the sim's chunk head."""
+    only_for, data = OmegaConf.select(cfg, "head.only_for_data"), OmegaConf.select(cfg, "data.name")
+    if only_for is not None and data != only_for:
+        return (f"head.only_for_data={only_for!r}: this head preset is for data {only_for!r}, not {data!r}; choose "
+                "head=tokens (OpenVLA's action tokens) or head=l1 (OpenVLA-OFT's chunks)")
+    return None
+
+
 def _lr_decay_step(cfg: DictConfig) -> str | None:
     if OmegaConf.select(cfg, "module.lr_schedule") == "step-decay" and OmegaConf.select(cfg, "module.lr_decay_after_steps") is None:
         return "module.lr_decay_after_steps=None: expected an integer >= 1 with module.lr_schedule='step-decay'"
@@ -133,7 +143,8 @@ def _strategy_options(cfg: DictConfig) -> str | None:
                                OmegaConf.select(cfg, "trainer.num_nodes", default=1), OmegaConf.select(cfg, "trainer.devices", default=1))
 
 
-COMBINATIONS: tuple[Callable[[DictConfig], str | None], ...] = (_head_chunk_size, _lr_decay_step, _strategy_options)
+COMBINATIONS: tuple[Callable[[DictConfig], str | None], ...] = (_head_chunk_size, _head_for_data, _lr_decay_step,
+                                                                _strategy_options)
 
 
 def config_problems(cfg: DictConfig) -> list[str]:
