@@ -24,8 +24,8 @@ TINY_RUN = ("trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limi
 
 
 def _train(tmp_path: Path, sim_data_root: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    """train.py with the session's sim data (12 episodes) as its embedded default."""
-    data = (f"data.root={sim_data_root.parent}", "data.embedded.episodes=12")
+    """train.py with the session's sim data (12 sim_all episodes: experiment=tiny-sim's demo settings) as its embedded data."""
+    data = ("experiment=tiny-sim", f"data.root={sim_data_root.parent}", "data.embedded.episodes=12")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     mode = ["-m"] if multirun else []
     done = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *mode, *data, *TINY_RUN, *overrides],
