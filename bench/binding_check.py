@@ -38,6 +38,8 @@ from vla.sim.expert import ScriptedExpert
 from vla.sim.suite import EVAL_SEED_BASE
 from vla.training.module import warmup_cosine_factor
 
+from probe_sim import shuffled_batches  # bench/ is on the path when this script runs
+
 DECISIVE = 0.5  # |normalized x| at or above which the expert clearly moves one way
 
 
@@ -137,18 +139,15 @@ def main() -> None:
                for i, t, a in zip(images, instructions, targets)]
     optimizer = torch.optim.AdamW(vla.parameters(), lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_factor(args.steps, warmup_ratio=0.05))
-    order, cursor, curve = rng.permutation(len(samples)), 0, []
+    batches, curve = shuffled_batches(processor, samples, args.batch_size, rng), []
     print("| step | told: x L1 | blind: x L1 | binding (blind - told) | told: x sign acc | blind: x sign acc | s/step |")
     print("|--:|--:|--:|--:|--:|--:|--:|")
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
-        if cursor + args.batch_size > len(order):
-            order, cursor = rng.permutation(len(samples)), 0
-        batch = processor.collate([samples[j] for j in order[cursor:cursor + args.batch_size]])
-        cursor += args.batch_size
-        inputs = {k: batch[k] for k in ("action_mask", "actions") if k in batch}
-        out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], **inputs)
-        loss = ((out.predicted - out.actions) ** 2).mean() if args.loss == "mse" else out.loss
+        batch = next(batches)
+        chunk = {"action_mask": batch["action_mask"], "actions": batch["actions"], "regression_loss": args.loss} \
+            if args.head == "l1" else {}
+        loss = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], **chunk).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vla.parameters(), 1.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -74,6 +75,16 @@ def demos(suite: SimTaskSuite, episodes: int, noise_std: float, seed: int, singl
     return frames, instructions, actions
 
 
+def shuffled_batches(processor, samples: list[dict], batch_size: int, rng: np.random.Generator) -> Iterator[dict]:
+    """Collated batches forever, each epoch in a new random order (a short last batch of an epoch is skipped)."""
+    order, cursor = rng.permutation(len(samples)), 0
+    while True:
+        if cursor + batch_size > len(order):
+            order, cursor = rng.permutation(len(samples)), 0
+        yield processor.collate([samples[j] for j in order[cursor:cursor + batch_size]])
+        cursor += batch_size
+
+
 def closed_loop(vla: VLA, suite: SimTaskSuite, trials: int) -> dict[str, tuple[int, int]]:
     """(successes, episodes) of the trained policy and of the language-blind baseline on held-out scenes."""
     vla.eval()
@@ -126,14 +137,10 @@ def main() -> None:
     optimizer = torch.optim.AdamW(vla.parameters(), lr=args.lr, weight_decay=0.0)
     # as conf/recipe/tiny.yaml: 5% linear warm-up, then cosine decay
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_factor(args.steps, warmup_ratio=0.05))
-    rng = np.random.default_rng(args.seed)
-    order, cursor, losses, l1s = rng.permutation(len(samples)), 0, [], []
+    batches, losses, l1s = shuffled_batches(processor, samples, args.batch_size, np.random.default_rng(args.seed)), [], []
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
-        if cursor + args.batch_size > len(order):
-            order, cursor = rng.permutation(len(samples)), 0
-        batch = processor.collate([samples[j] for j in order[cursor:cursor + args.batch_size]])
-        cursor += args.batch_size
+        batch = next(batches)
         out = vla(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
         optimizer.zero_grad()
         out.loss.backward()
