@@ -74,12 +74,16 @@ def write_prepared(root: Path, name: str, splits: dict[str, tuple[int, int, int]
     return out
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("prepared")
+def write_two_datasets(root: Path) -> Path:
+    """The two small prepared datasets (vla_sim, bridge_orig) these tests and the remote-shard tests read."""
     write_prepared(root, "vla_sim", {"train": (6, 4, 3), "val": (2, 3, 1)}, seed=0)
     write_prepared(root, "bridge_orig", {"train": (5, 4, 2), "val": (1, 2, 1)}, seed=1)
     return root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return write_two_datasets(tmp_path_factory.mktemp("prepared"))
 
 
 def make_dm(root: Path, processor, **overrides) -> VLADataModule:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from fsspec.implementations.memory import MemoryFileSystem
 
-from tests.test_datamodule import keys, write_prepared
+from tests.test_datamodule import keys, write_two_datasets
 from vla.data import VLADataModule
 from vla.data.locations import UrlPath, as_location
 from vla.data.shards import CorruptShardError, iter_shard
@@ -30,10 +30,7 @@ MIXTURE = {"vla_sim": 1.0, "bridge_orig": 2.0}
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     """tests/test_datamodule.py's two prepared datasets, here the local side of each comparison."""
-    root = tmp_path_factory.mktemp("prepared")
-    write_prepared(root, "vla_sim", {"train": (6, 4, 3), "val": (2, 3, 1)}, seed=0)
-    write_prepared(root, "bridge_orig", {"train": (5, 4, 2), "val": (1, 2, 1)}, seed=1)
-    return root
+    return write_two_datasets(tmp_path_factory.mktemp("prepared"))
 
 
 @pytest.fixture()
